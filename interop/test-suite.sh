@@ -31,6 +31,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+if [ "${1:-}" = "--deps-only" ]; then
+    command -v cargo >/dev/null || { echo "cargo not found: install Rust 1.85 or newer" >&2; exit 1; }
+    exit 0
+fi
+
 if ! command -v cargo >/dev/null; then
     echo "cargo not found: install Rust 1.85 or newer (https://rustup.rs) and rerun" >&2
     exit 1

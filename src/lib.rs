@@ -10,4 +10,6 @@
 
 pub mod overlay;
 pub mod security;
+pub mod sim;
+pub mod storage;
 pub mod wire;

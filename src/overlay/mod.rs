@@ -2,3 +2,12 @@
 //! the sans-IO node machine that routes, joins, updates and leaves with it.
 
 pub mod chord;
+pub mod api;
+pub mod crypto;
+mod handlers;
+mod maintain;
+pub mod node;
+
+pub use api::{ApiError, Command, Event, Failure, OverlayConfig, Outcome, RequestId, TimerReason, Transmit};
+pub use crypto::{OverlayCrypto, Signer};
+pub use node::OverlayNode;

@@ -1,0 +1,412 @@
+//! Keeping the ring: join (§10.5), updates and stabilisation (§10.7),
+//! fingers (§10.7.4), replication and hand-over (§10.4), leave (§10.9).
+
+use std::time::{Duration, Instant};
+
+use rand::RngExt;
+use tracing::{debug, info};
+
+use super::api::{ApiError, Event, RequestId};
+use super::chord::{FingerIndex, finger_target, in_half_open, in_open, random_in_finger_range, resource_point};
+use super::node::{OverlayNode, Phase, Purpose, UserOp};
+use crate::wire::attach::AttachReqAns;
+use crate::wire::message::Body;
+use crate::wire::security_block::Signature;
+use crate::wire::storage::{StoreKindData, StoreReq, StoredData, StoredDataValue};
+use crate::wire::topology::{ChordLeaveData, ChordUpdateData, JoinReq, LeaveReq, UpdateReq};
+use crate::wire::{Destination, KindId, NodeId, ResourceId};
+
+impl OverlayNode {
+    pub(super) fn become_joined(&mut self, now: Instant) {
+        let was_joined = self.phase == Phase::Joined;
+        self.phase = Phase::Joined;
+        self.attaching.clear();
+        if !was_joined {
+            self.joined_at.get_or_insert(now);
+            info!(node = %self.id, "joined the overlay");
+            self.emit(Event::Joined);
+        }
+        let jitter = self.jitter(self.config.update_interval);
+        self.next_stabilize = Some(now + jitter);
+        self.next_finger = Some(now);
+        self.neighbors_dirty = true;
+    }
+
+    /// §10.5 step 2: Attach to our own id + 1 through the bootstrap peer.
+    pub(super) fn start_join(&mut self, now: Instant, via: NodeId) {
+        if self.config.client {
+            // §4.2: a client routes everything through its admitting peer.
+            self.admitting = Some(via);
+            self.phase = Phase::Joined;
+            self.emit(Event::Joined);
+            return;
+        }
+        self.phase = Phase::Joining { via, ap: None, join_sent: false };
+        self.ap_update_seen = false;
+        self.early_update = None;
+        let target = NodeId::from_u128(self.id.as_u128().wrapping_add(1)).to_resource();
+        let req = AttachReqAns::request(b"chordphone".to_vec(), b"chordphone".to_vec(), self.config.candidates.clone(), true);
+        if let Err(e) = self.send_request(now, vec![Destination::Resource(target)], Body::AttachReq(req), Purpose::JoinAttach) {
+            debug!(node = %self.id, error = %e, "could not start the join");
+        }
+    }
+
+    /// §10.5 step 3: the admitting peer's full Update names our neighbors.
+    pub(super) fn on_admitting_update(&mut self, now: Instant, ap: NodeId, preds: Vec<NodeId>, succs: Vec<NodeId>) {
+        self.table.insert(ap);
+        self.ap_update_seen = true;
+        for peer in preds.into_iter().chain(succs) {
+            if peer == self.id || self.links.contains(&peer) {
+                if self.links.contains(&peer) {
+                    self.table.insert(peer);
+                }
+                continue;
+            }
+            if self.table.would_improve(peer) && self.attaching.insert(peer) {
+                // §10.6: neighbors learned from AP are reached through AP.
+                self.attach_to(now, vec![Destination::Node(ap), Destination::Node(peer)], Purpose::NeighborAttach(peer));
+            }
+        }
+        self.maybe_send_join(now);
+    }
+
+    /// §10.5 step 5: Join once every neighbor Attach has settled.
+    pub(super) fn maybe_send_join(&mut self, now: Instant) {
+        let Phase::Joining { via, ap: Some(ap), join_sent: false } = self.phase else { return };
+        if !self.ap_update_seen || !self.links.contains(&ap) || self.attaching.iter().any(|p| !self.links.contains(p)) {
+            return;
+        }
+        self.phase = Phase::Joining { via, ap: Some(ap), join_sent: true };
+        let body = Body::JoinReq(JoinReq { joining_peer_id: self.id, overlay_specific_data: Vec::new() });
+        if let Err(e) = self.send_request(now, vec![Destination::Node(ap)], body, Purpose::Join) {
+            debug!(node = %self.id, error = %e, "could not send Join");
+        }
+    }
+
+    pub(super) fn on_link_up(&mut self, now: Instant, peer: NodeId) {
+        if self.update_on_link.remove(&peer) {
+            self.send_update(now, peer, true);
+        }
+        match self.phase {
+            Phase::Joining { .. } => {
+                if self.attaching.contains(&peer) {
+                    self.table.insert(peer);
+                }
+                self.maybe_send_join(now);
+            }
+            Phase::Joined => {
+                // Only peers we attached to as ring members (learned from a
+                // neighbor's Update) enter the table on link-up; the other
+                // side of an Attach waits for its Join or Update (§6.5.1).
+                if self.attaching.remove(&peer) {
+                    self.offer(now, peer);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A linked peer enters the routing table if it improves it.
+    pub(super) fn offer(&mut self, now: Instant, peer: NodeId) {
+        if self.config.client || peer == self.id || !self.links.contains(&peer) {
+            return;
+        }
+        let change = self.table.insert(peer);
+        if change.neighbors {
+            self.neighbors_dirty = true;
+        }
+        let _ = now;
+    }
+
+    /// A peer a neighbor told us about: Attach to it if it would help.
+    pub(super) fn consider(&mut self, now: Instant, told_by: NodeId, peer: NodeId) {
+        if peer == self.id || self.table.contains(peer) || !self.table.would_improve(peer) {
+            return;
+        }
+        if self.links.contains(&peer) {
+            return self.offer(now, peer);
+        }
+        if self.attaching.insert(peer) {
+            let route = if self.links.contains(&told_by) && told_by != peer {
+                vec![Destination::Node(told_by), Destination::Node(peer)]
+            } else {
+                vec![Destination::Node(peer)]
+            };
+            self.attach_to(now, route, Purpose::NeighborAttach(peer));
+        }
+    }
+
+    pub(super) fn consider_direct(&mut self, now: Instant, peer: NodeId) {
+        self.consider(now, peer, peer);
+    }
+
+    fn attach_to(&mut self, now: Instant, route: Vec<Destination>, purpose: Purpose) {
+        let req = AttachReqAns::request(b"chordphone".to_vec(), b"chordphone".to_vec(), self.config.candidates.clone(), false);
+        if let Err(e) = self.send_request(now, route, Body::AttachReq(req), purpose) {
+            debug!(node = %self.id, error = %e, "could not send Attach");
+        }
+    }
+
+    /// Drops a failed or departed peer everywhere (§10.7.1).
+    pub(super) fn forget_peer(&mut self, now: Instant, peer: NodeId) {
+        self.attaching.remove(&peer);
+        self.update_on_link.remove(&peer);
+        let change = self.table.remove(peer);
+        if change.neighbors {
+            self.neighbors_dirty = true;
+        }
+        if self.admitting == Some(peer) {
+            self.admitting = None;
+            self.phase = Phase::Idle;
+            self.emit(Event::Rejoining);
+        }
+        if let Phase::Joining { via, ap, .. } = self.phase
+            && (via == peer || ap == Some(peer))
+        {
+            // Lost the peer we were joining through: start again elsewhere.
+            self.phase = Phase::Idle;
+            if let Some(other) = self.links.iter().next().copied() {
+                self.start_join(now, other);
+            } else {
+                self.emit(Event::Rejoining);
+            }
+        }
+        if self.phase == Phase::Joined && !self.config.client && self.table.neighbors().is_empty() {
+            self.rejoin(now);
+        }
+    }
+
+    /// §10.7.1: every successor lost; join again through any peer we reach.
+    fn rejoin(&mut self, now: Instant) {
+        let Some(via) = self.links.iter().next().copied() else {
+            // Nobody left: we are the ring.
+            return;
+        };
+        info!(node = %self.id, "lost every neighbor, re-joining");
+        self.emit(Event::Rejoining);
+        self.phase = Phase::Idle;
+        self.start_join(now, via);
+    }
+
+    /// §10.7: after the neighbor table changed, tell every neighbor, hand
+    /// data to a new predecessor, and schedule re-replication.
+    pub(super) fn on_neighbors_changed(&mut self, now: Instant) {
+        if self.phase != Phase::Joined || self.config.client {
+            return;
+        }
+        let neighbors = self.neighbor_set();
+        for n in neighbors {
+            self.send_update(now, n, false);
+        }
+        let pred = self.table.neighbors().predecessor();
+        if pred != self.last_predecessor {
+            if let (Some(new), Some(old)) = (pred, self.last_predecessor)
+                && in_open(new, old, self.id)
+            {
+                self.hand_over(now, old, new);
+            }
+            self.last_predecessor = pred;
+        }
+        let replicas = self.table.neighbors().replica_peers().to_vec();
+        if replicas != self.replica_set {
+            // A new peer in the replica set gets our data at once; a lost
+            // one waits out the hold-down (§10.7.1) before we re-replicate.
+            let lost = self.replica_set.iter().any(|p| !replicas.contains(p));
+            let delay = if lost { self.config.replication_holddown } else { Duration::ZERO };
+            let at = now + delay;
+            self.replicate_at = Some(self.replicate_at.map_or(at, |t| t.min(at)));
+            self.replica_set = replicas;
+        }
+    }
+
+    /// Successors and predecessors, each once.
+    pub(super) fn neighbor_set(&self) -> Vec<NodeId> {
+        let n = self.table.neighbors();
+        let mut out: Vec<NodeId> = n.successors().to_vec();
+        for p in n.predecessors() {
+            if !out.contains(p) {
+                out.push(*p);
+            }
+        }
+        out
+    }
+
+    /// Sends our neighbor lists (and fingers when `full`) to `to` (§10.7.3).
+    pub(super) fn send_update(&mut self, now: Instant, to: NodeId, full: bool) {
+        let n = self.table.neighbors();
+        let predecessors = n.predecessors().to_vec();
+        let successors = n.successors().to_vec();
+        let data = if full {
+            ChordUpdateData::Full { predecessors, successors, fingers: self.fingers() }
+        } else {
+            ChordUpdateData::Neighbors { predecessors, successors }
+        };
+        let uptime = u32::try_from(self.uptime(now)).unwrap_or(u32::MAX);
+        let body = Body::UpdateReq(UpdateReq { uptime, data });
+        if let Err(e) = self.send_request(now, vec![Destination::Node(to)], body, Purpose::Maintenance) {
+            debug!(node = %self.id, error = %e, "could not send Update");
+        }
+    }
+
+    /// Periodic Update to every neighbor (§10.7.2), plus dropping copies we
+    /// are no longer a replica holder for (§10.4).
+    pub(super) fn stabilize(&mut self, now: Instant) {
+        let jitter = self.jitter(self.config.update_interval);
+        self.next_stabilize = Some(now + self.config.update_interval / 2 + jitter / 2);
+        if self.phase != Phase::Joined || self.config.client {
+            return;
+        }
+        for n in self.neighbor_set() {
+            self.send_update(now, n, false);
+        }
+        self.drop_foreign_copies();
+    }
+
+    /// §10.7.4.2: Attach to the peer responsible for each missing finger.
+    pub(super) fn refresh_fingers(&mut self, now: Instant) {
+        self.next_finger = Some(now + self.config.finger_interval);
+        if self.phase != Phase::Joined || self.config.client {
+            return;
+        }
+        let Some(succ) = self.table.neighbors().successor() else { return };
+        let missing: Vec<FingerIndex> = self.table.fingers().invalid().collect();
+        for i in missing {
+            let target = finger_target(self.id, i);
+            // Fingers inside (self, successor] are the successor itself.
+            if in_half_open(target, self.id, succ) {
+                continue;
+            }
+            let point = random_in_finger_range(self.id, i, &mut self.rng);
+            if self.responsible_for(&point.to_resource()) {
+                continue;
+            }
+            self.attach_to(now, vec![Destination::Resource(point.to_resource())], Purpose::FingerAttach);
+        }
+    }
+
+    /// §10.4: re-store everything we are responsible for on the replica set.
+    pub(super) fn replicate_all(&mut self, now: Instant) {
+        let replicas = self.table.neighbors().replica_peers().to_vec();
+        for resource in self.store.resources() {
+            if self.responsible_for(&resource) {
+                self.replicate_resource(now, &resource, &replicas);
+            }
+        }
+    }
+
+    /// Stores our copy of `resource` on each of `targets` (replica_number i).
+    pub(super) fn replicate_resource(&mut self, now: Instant, resource: &ResourceId, targets: &[NodeId]) {
+        let wall = self.wall_ms(now);
+        for (i, peer) in targets.iter().enumerate() {
+            if *peer == self.id {
+                continue;
+            }
+            let number = u8::try_from(i + 1).unwrap_or(u8::MAX);
+            let Some((req, certs)) = self.store.replica_store_for(resource, number, wall) else { return };
+            self.send_store(now, *peer, req, &certs);
+        }
+    }
+
+    /// §10.5 step 6 / §10.7: the data in (old, new] now belongs to `new`.
+    fn hand_over(&mut self, now: Instant, old: NodeId, new: NodeId) {
+        let wall = self.wall_ms(now);
+        for resource in self.store.resources() {
+            let Ok(point) = resource_point(&resource) else { continue };
+            if in_half_open(point, old, new)
+                && let Some((req, certs)) = self.store.replica_store_for(&resource, 1, wall)
+            {
+                self.send_store(now, new, req, &certs);
+            }
+        }
+    }
+
+    fn send_store(&mut self, now: Instant, to: NodeId, req: StoreReq, certs: &[crate::wire::security_block::GenericCertificate]) {
+        // Replica stores carry the value signers' certificates (§6.3.4).
+        let body = Body::StoreReq(req);
+        if let Err(e) = self.send_request_with(now, vec![Destination::Node(to)], body, Purpose::Maintenance, certs) {
+            debug!(node = %self.id, error = %e, "could not send a replica Store");
+        }
+    }
+
+    /// §10.4: a peer with more than `replicas` predecessors between itself
+    /// and a resource holds no copy of it.
+    fn drop_foreign_copies(&mut self) {
+        let n = self.table.neighbors();
+        let Some(lower) = n.predecessors().get(self.config.replicas).copied() else { return };
+        let keep_from = lower;
+        for resource in self.store.resources() {
+            let Ok(point) = resource_point(&resource) else { continue };
+            if !in_half_open(point, keep_from, self.id) {
+                self.store.remove_resource(&resource);
+            }
+        }
+    }
+
+    /// §10.9: hand our data to the successor and tell the neighbors.
+    pub(super) fn leave(&mut self, now: Instant) -> Result<(), ApiError> {
+        if self.phase != Phase::Joined {
+            return Err(ApiError::NotJoined);
+        }
+        if !self.config.client {
+            if let Some(succ) = self.table.neighbors().successor() {
+                let wall = self.wall_ms(now);
+                for resource in self.store.resources() {
+                    if let Some((req, certs)) = self.store.replica_store_for(&resource, 1, wall) {
+                        self.send_store(now, succ, req, &certs);
+                    }
+                }
+            }
+            let n = self.table.neighbors();
+            let successors = n.successors().to_vec();
+            let predecessors = n.predecessors().to_vec();
+            for p in &predecessors {
+                let data = ChordLeaveData::FromSucc { successors: successors.clone() };
+                self.send_leave(now, *p, data);
+            }
+            for s in &successors {
+                let data = ChordLeaveData::FromPred { predecessors: predecessors.clone() };
+                self.send_leave(now, *s, data);
+            }
+        }
+        self.phase = Phase::Left;
+        self.pending.clear();
+        Ok(())
+    }
+
+    fn send_leave(&mut self, now: Instant, to: NodeId, data: ChordLeaveData) {
+        let body = Body::LeaveReq(LeaveReq { leaving_peer_id: self.id, data });
+        if let Err(e) = self.send_request(now, vec![Destination::Node(to)], body, Purpose::Maintenance) {
+            debug!(node = %self.id, error = %e, "could not send Leave");
+        }
+    }
+
+    /// Signs and stores one value under `resource_name` (§7.4.1).
+    pub(super) fn store_value(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        resource_name: &[u8],
+        kind: KindId,
+        value: StoredDataValue,
+        lifetime_s: u32,
+    ) -> Result<(), ApiError> {
+        if !self.config.kinds.iter().any(|k| k.kind == kind) {
+            return Err(ApiError::UnknownKind(kind));
+        }
+        let resource = ResourceId::from_name(resource_name);
+        let mut data = StoredData { storage_time: self.wall_ms(now), lifetime: lifetime_s, value, signature: Signature::none() };
+        self.crypto.sign_stored(&resource, kind, &mut data);
+        let req = StoreReq {
+            resource: resource.clone(),
+            replica_number: 0,
+            kind_data: vec![StoreKindData { kind, generation_counter: 0, values: vec![data] }],
+        };
+        self.send_request(now, vec![Destination::Resource(resource)], Body::StoreReq(req), Purpose::User(id, UserOp::Store))?;
+        Ok(())
+    }
+
+    fn jitter(&mut self, span: Duration) -> Duration {
+        let ms = u64::try_from(span.as_millis()).unwrap_or(u64::MAX).max(1);
+        Duration::from_millis(self.rng.random_range(0..ms))
+    }
+}

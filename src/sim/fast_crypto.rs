@@ -1,0 +1,190 @@
+//! A cheap, deterministic stand-in for real signatures, for simulations
+//! of tens of thousands of peers where ECDSA/Ed25519 would dominate.
+//!
+//! It is NOT secure: anyone can compute a signature for any Node-ID. It
+//! keeps the shape the node machine relies on, though: every message and
+//! stored value carries a signature naming its signer, the verifier
+//! learns the signer's Node-ID and user name from it, and a tampered
+//! signature, input or signer is rejected.
+//!
+//! - SignerIdentity: `cert_hash_node_id` whose "hash" is the Node-ID itself.
+//! - Signature: the first 16 bytes of SHA-256(Node-ID ‖ signature input).
+//! - Algorithm: {sha256(4), 224}, from the TLS private-use range, so a real
+//!   verifier never mistakes it for a real signature.
+//! - User name: [`user_name`] of the Node-ID (what an enrollment server
+//!   would have put in the certificate).
+
+use sha2::{Digest, Sha256};
+
+use crate::overlay::{OverlayCrypto, Signer};
+use crate::wire::security_block::{SecurityBlock, Signature, SignatureAndHashAlgorithm, SignerIdentity};
+use crate::wire::storage::{StoredData, StoredDataValue};
+use crate::wire::{Codec, KindId, NODE_ID_LEN, NodeId, ResourceId, Writer};
+
+/// The algorithm code points a fast signature carries.
+pub const FAST_ALGORITHM: SignatureAndHashAlgorithm = SignatureAndHashAlgorithm { hash: 4, signature: 224 };
+
+/// Bytes of SHA-256 kept as the signature value.
+const SIG_LEN: usize = 16;
+
+/// The user name the simulator gives a node: `node-<hex id>@<overlay>`.
+/// Real and fast crypto both use it, so USER-MATCH resource names are the
+/// same under either.
+pub fn user_name(node_id: &NodeId, overlay: &str) -> String {
+    format!("node-{}@{}", node_id.to_hex(), overlay)
+}
+
+/// Fast signatures for one node.
+#[derive(Debug, Clone)]
+pub struct FastCrypto {
+    node_id: NodeId,
+    overlay: String,
+}
+
+impl FastCrypto {
+    pub fn new(node_id: NodeId, overlay_name: &str) -> Self {
+        FastCrypto { node_id, overlay: overlay_name.to_owned() }
+    }
+
+    fn identity(&self) -> SignerIdentity {
+        SignerIdentity::CertHashNodeId { hash_alg: 4, certificate_node_id_hash: self.node_id.0.to_vec() }
+    }
+
+    fn sign(&self, input: &[u8]) -> Signature {
+        Signature { algorithm: FAST_ALGORITHM, identity: self.identity(), value: digest(&self.node_id, input) }
+    }
+
+    /// Checks `sig` over `input` and names the signer.
+    fn check(&self, sig: &Signature, input: &[u8]) -> Result<Signer, String> {
+        if sig.algorithm != FAST_ALGORITHM {
+            return Err(format!("not a fast signature: {:?}", sig.algorithm));
+        }
+        let signer = match &sig.identity {
+            SignerIdentity::CertHashNodeId { certificate_node_id_hash: h, .. } => {
+                let id: [u8; NODE_ID_LEN] = h.as_slice().try_into().map_err(|_| "bad signer identity".to_owned())?;
+                NodeId(id)
+            }
+            other => return Err(format!("unexpected signer identity {other:?}")),
+        };
+        if digest(&signer, input) != sig.value {
+            return Err("bad signature".into());
+        }
+        Ok(Signer { node_ids: vec![signer], user: Some(user_name(&signer, &self.overlay)) })
+    }
+}
+
+impl OverlayCrypto for FastCrypto {
+    fn sign_message(&self, overlay: u32, transaction_id: u64, contents: &[u8]) -> SecurityBlock {
+        let input = message_input(overlay, transaction_id, contents);
+        SecurityBlock { certificates: Vec::new(), signature: self.sign(&input) }
+    }
+
+    fn verify_message(
+        &self,
+        overlay: u32,
+        transaction_id: u64,
+        contents: &[u8],
+        security: &SecurityBlock,
+        _wall_s: u64,
+    ) -> Result<Signer, String> {
+        self.check(&security.signature, &message_input(overlay, transaction_id, contents))
+    }
+
+    fn sign_stored(&self, resource: &ResourceId, kind: KindId, data: &mut StoredData) {
+        let input = stored_input(resource, kind, data.storage_time, &data.value);
+        data.signature = self.sign(&input);
+    }
+
+    fn verify_stored(
+        &self,
+        resource: &ResourceId,
+        kind: KindId,
+        data: &StoredData,
+        _security: &SecurityBlock,
+        _wall_s: u64,
+    ) -> Result<Signer, String> {
+        self.check(&data.signature, &stored_input(resource, kind, data.storage_time, &data.value))
+    }
+}
+
+fn digest(node_id: &NodeId, input: &[u8]) -> Vec<u8> {
+    let d = Sha256::new().chain_update(node_id.0).chain_update(input).finalize();
+    d.get(..SIG_LEN).map(<[u8]>::to_vec).unwrap_or_default()
+}
+
+/// §6.3.4's input without the identity (the identity is the Node-ID the
+/// digest is keyed with, so it is covered anyway).
+fn message_input(overlay: u32, transaction_id: u64, contents: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(12 + contents.len());
+    v.extend_from_slice(&overlay.to_be_bytes());
+    v.extend_from_slice(&transaction_id.to_be_bytes());
+    v.extend_from_slice(contents);
+    v
+}
+
+/// §7.1's input: resource, kind, storage time and the value as on the wire.
+fn stored_input(resource: &ResourceId, kind: KindId, storage_time: u64, value: &StoredDataValue) -> Vec<u8> {
+    let mut w = Writer::new();
+    resource.encode(&mut w);
+    kind.encode(&mut w);
+    w.u64(storage_time);
+    value.encode(&mut w);
+    // An unencodable value gets an input no signature matches.
+    w.finish().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::storage::DataValue;
+
+    fn id(n: u128) -> NodeId {
+        NodeId::from_u128(n)
+    }
+
+    #[test]
+    fn message_signature_round_trip_and_tamper() {
+        let a = FastCrypto::new(id(7), "o.example");
+        let b = FastCrypto::new(id(9), "o.example");
+        let block = a.sign_message(1, 2, b"contents");
+        let signer = b.verify_message(1, 2, b"contents", &block, 0).unwrap();
+        assert_eq!(signer.node_ids, vec![id(7)]);
+        assert_eq!(signer.user.as_deref(), Some(user_name(&id(7), "o.example").as_str()));
+        assert!(b.verify_message(1, 3, b"contents", &block, 0).is_err());
+        assert!(b.verify_message(1, 2, b"contentz", &block, 0).is_err());
+        let mut bad = block.clone();
+        bad.signature.value[0] ^= 1;
+        assert!(b.verify_message(1, 2, b"contents", &bad, 0).is_err());
+        // Claiming another signer without recomputing the digest fails.
+        let mut forged = block.clone();
+        forged.signature.identity =
+            SignerIdentity::CertHashNodeId { hash_alg: 4, certificate_node_id_hash: id(9).0.to_vec() };
+        assert!(b.verify_message(1, 2, b"contents", &forged, 0).is_err());
+        let mut wrong_alg = block;
+        wrong_alg.signature.algorithm = SignatureAndHashAlgorithm::ED25519;
+        assert!(b.verify_message(1, 2, b"contents", &wrong_alg, 0).is_err());
+    }
+
+    #[test]
+    fn stored_signature_round_trip_and_tamper() {
+        let a = FastCrypto::new(id(7), "o.example");
+        let r = ResourceId::from_name(b"x");
+        let mut data = StoredData {
+            storage_time: 5,
+            lifetime: 60,
+            value: StoredDataValue::Single(DataValue::new(b"v".to_vec())),
+            signature: Signature::none(),
+        };
+        a.sign_stored(&r, KindId::CHORDPHONE_TEST, &mut data);
+        let empty = SecurityBlock { certificates: vec![], signature: Signature::none() };
+        let s = a.verify_stored(&r, KindId::CHORDPHONE_TEST, &data, &empty, 0).unwrap();
+        assert_eq!(s.node_ids, vec![id(7)]);
+        assert!(a.verify_stored(&r, KindId::SIP_REGISTRATION, &data, &empty, 0).is_err());
+        let mut changed = data.clone();
+        changed.value = StoredDataValue::Single(DataValue::new(b"w".to_vec()));
+        assert!(a.verify_stored(&r, KindId::CHORDPHONE_TEST, &changed, &empty, 0).is_err());
+        let mut older = data;
+        older.storage_time = 4;
+        assert!(a.verify_stored(&r, KindId::CHORDPHONE_TEST, &older, &empty, 0).is_err());
+    }
+}
