@@ -3,10 +3,7 @@
 //! See `docs/architecture.md` for the module map and the sans-IO contract.
 
 // Nothing read from the network or typed by a user may panic the process.
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)
-)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 pub mod overlay;
 pub mod security;

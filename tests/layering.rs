@@ -5,8 +5,16 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-const FORBIDDEN: &[&str] =
-    &["tokio", "std::net::TcpStream", "std::net::UdpSocket", "TcpListener", "Instant::now", "SystemTime::now", "std::fs", "std::thread::sleep"];
+const FORBIDDEN: &[&str] = &[
+    "tokio",
+    "std::net::TcpStream",
+    "std::net::UdpSocket",
+    "TcpListener",
+    "Instant::now",
+    "SystemTime::now",
+    "std::fs",
+    "std::thread::sleep",
+];
 
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = fs::read_dir(dir) else { return };

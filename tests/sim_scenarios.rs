@@ -136,13 +136,7 @@ fn long_partition_then_heal_converges_to_one_ring() {
 
 #[test]
 fn store_and_fetch_under_churn() {
-    let o = SimOptions {
-        session_median: Some(300.0),
-        duration: 180.0,
-        stores: 15,
-        lookups_per_s: 4.0,
-        ..opts(30, 7)
-    };
+    let o = SimOptions { session_median: Some(300.0), duration: 180.0, stores: 15, lookups_per_s: 4.0, ..opts(30, 7) };
     let r = run(&o);
     assert_eq!(r.error, None);
     assert!(r.departures_graceful + r.departures_crash > 0, "no churn happened");
@@ -214,6 +208,36 @@ fn access_control_rejects_with_reload_errors() {
     // The rightful owner may, and everyone can read it back.
     assert!(matches!(store_own(&mut sim, bob, b"bob's"), Outcome::Stored { .. }));
     assert_eq!(fetch_value(&mut sim, alice, bob).as_deref(), Some(&b"bob's"[..]));
+}
+
+#[test]
+fn lossy_network_still_converges() {
+    // Every message has a 2 % chance of being dropped; end-to-end
+    // retransmission (§6.2.1) and stabilization must cope.
+    let o = SimOptions { loss: 0.02, duration: 60.0, stores: 10, lookups_per_s: 4.0, ..opts(40, 13) };
+    let r = run(&o);
+    assert!(r.dropped_loss > 0);
+    assert!(r.ring_correct, "{:?}", r.ring);
+    assert!(r.lookup_success_rate.unwrap() >= 0.95, "{r:?}");
+    assert_eq!(r.stores_ok, 10, "{:?}", r.failures);
+    assert_eq!(r.records_lost_with_live_replica, 0, "{r:?}");
+}
+
+#[test]
+fn same_seed_same_report_with_real_crypto() {
+    // Ed25519 signatures are deterministic and keys come from the seed.
+    let o = SimOptions {
+        crypto: CryptoMode::Real,
+        duration: 20.0,
+        stores: 3,
+        lookups_per_s: 2.0,
+        quiesce: 20.0,
+        ..opts(8, 14)
+    };
+    let a = run(&o);
+    assert_eq!(a.error, None);
+    assert_eq!(a.node_totals.dropped_signature, 0);
+    assert_eq!(a.to_json(), run(&o).to_json());
 }
 
 #[test]

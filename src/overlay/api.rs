@@ -147,11 +147,19 @@ pub enum Failure {
 /// How a command ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    Stored { generation: u64, replicas: Vec<NodeId> },
+    Stored {
+        generation: u64,
+        replicas: Vec<NodeId>,
+    },
     /// Values (with `exists`) as the responsible peer returned them, after
     /// their signatures were verified.
-    Fetched { values: Vec<StoredDataValue> },
-    LookedUp { responsible: NodeId, hops: u32 },
+    Fetched {
+        values: Vec<StoredDataValue>,
+    },
+    LookedUp {
+        responsible: NodeId,
+        hops: u32,
+    },
     Failed(Failure),
 }
 
@@ -159,14 +167,22 @@ pub enum Outcome {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// Open a link to `peer` at one of `candidates` (we are the active side).
-    Connect { peer: NodeId, candidates: Vec<IceCandidate> },
+    Connect {
+        peer: NodeId,
+        candidates: Vec<IceCandidate>,
+    },
     /// The machine no longer needs its link to `peer`.
-    Disconnect { peer: NodeId },
+    Disconnect {
+        peer: NodeId,
+    },
     /// The node took its place in the ring.
     Joined,
     /// The node lost every successor and is re-joining (§10.7.1).
     Rejoining,
-    Completed { id: RequestId, outcome: Outcome },
+    Completed {
+        id: RequestId,
+        outcome: Outcome,
+    },
 }
 
 /// Bytes for a linked peer.

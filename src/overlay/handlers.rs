@@ -91,15 +91,15 @@ impl OverlayNode {
                     .requested_info
                     .iter()
                     .filter_map(|t| match t {
-                        ProbeInformationType::ResponsibleSet => Some(ProbeInformation::ResponsibleSet { responsible_ppb: self.responsible_ppb() }),
-                        ProbeInformationType::NumResources => {
-                            Some(ProbeInformation::NumResources {
-                                num_resources: u32::try_from(self.store.resources().len()).unwrap_or(u32::MAX),
-                            })
+                        ProbeInformationType::ResponsibleSet => {
+                            Some(ProbeInformation::ResponsibleSet { responsible_ppb: self.responsible_ppb() })
                         }
-                        ProbeInformationType::Uptime => {
-                            Some(ProbeInformation::Uptime { uptime: u32::try_from(self.uptime(now)).unwrap_or(u32::MAX) })
-                        }
+                        ProbeInformationType::NumResources => Some(ProbeInformation::NumResources {
+                            num_resources: u32::try_from(self.store.resources().len()).unwrap_or(u32::MAX),
+                        }),
+                        ProbeInformationType::Uptime => Some(ProbeInformation::Uptime {
+                            uptime: u32::try_from(self.uptime(now)).unwrap_or(u32::MAX),
+                        }),
                         _ => None,
                     })
                     .collect();
@@ -118,7 +118,9 @@ impl OverlayNode {
                 self.respond(now, &header, Body::RouteQueryAns(RouteQueryAns { next_peer }), &[]);
             }
             // §6.5.2: no application is registered on this node (yet).
-            Body::AppAttachReq(_) => self.respond_error(now, &header, ErrorCode::NOT_FOUND, "application not supported"),
+            Body::AppAttachReq(_) => {
+                self.respond_error(now, &header, ErrorCode::NOT_FOUND, "application not supported")
+            }
             // §6.5.4: a configuration we cannot check is acknowledged but not applied.
             Body::ConfigUpdateReq(_) => self.respond(now, &header, Body::ConfigUpdateAns(ConfigUpdateAns), &[]),
             _ => self.respond_error(now, &header, ErrorCode::INVALID_MESSAGE, "unsupported request"),
@@ -126,7 +128,15 @@ impl OverlayNode {
     }
 
     /// The answer to one of our requests (or its final failure).
-    pub(super) fn on_answer(&mut self, now: Instant, purpose: Purpose, body: Body, security: SecurityBlock, signer: Signer, hops: u32) {
+    pub(super) fn on_answer(
+        &mut self,
+        now: Instant,
+        purpose: Purpose,
+        body: Body,
+        security: SecurityBlock,
+        signer: Signer,
+        hops: u32,
+    ) {
         if let Body::Error(e) = &body {
             let reason = e.reason().unwrap_or_default().to_string();
             return self.on_failure(now, purpose, Failure::Error(e.error_code, reason));
@@ -185,6 +195,16 @@ impl OverlayNode {
                 }
             }
             (Purpose::Join, Body::JoinAns(_)) => self.become_joined(now),
+            (Purpose::SuccessorCheck, Body::PingAns(_)) => {
+                // §10.7.4.4: a responder other than our successor, between us
+                // and it, is a peer our tables missed: Attach to it.
+                if let Some(r) = responder
+                    && r != self.id
+                    && self.table.neighbors().successor().is_none_or(|s| super::chord::in_open(r, self.id, s))
+                {
+                    self.consider_direct(now, r);
+                }
+            }
             _ => {}
         }
     }
@@ -209,11 +229,18 @@ impl OverlayNode {
                 self.attaching.remove(&peer);
                 self.maybe_send_join(now);
             }
-            Purpose::FingerAttach | Purpose::Maintenance => {}
+            Purpose::FingerAttach | Purpose::Maintenance | Purpose::SuccessorCheck => {}
         }
     }
 
-    fn on_attach_req(&mut self, now: Instant, header: &ForwardingHeader, req: AttachReqAns, origin: NodeId, signer: &Signer) {
+    fn on_attach_req(
+        &mut self,
+        now: Instant,
+        header: &ForwardingHeader,
+        req: AttachReqAns,
+        origin: NodeId,
+        signer: &Signer,
+    ) {
         // §6.5.1: the requester must be who it signs as.
         if !signer.node_ids.contains(&origin) {
             return self.respond_error(now, header, ErrorCode::FORBIDDEN, "Attach origin is not the signer");
@@ -222,7 +249,8 @@ impl OverlayNode {
             // Our own Attach came back to us (we own the target): no link.
             return self.respond_error(now, header, ErrorCode::NOT_FOUND, "Attach to self");
         }
-        let ans = AttachReqAns::answer(b"chordphone".to_vec(), b"chordphone".to_vec(), self.config.candidates.clone(), false);
+        let ans =
+            AttachReqAns::answer(b"chordphone".to_vec(), b"chordphone".to_vec(), self.config.candidates.clone(), false);
         self.respond(now, header, Body::AttachAns(ans), &[]);
         if req.send_update {
             self.update_on_link.insert(origin);
@@ -237,7 +265,15 @@ impl OverlayNode {
         }
     }
 
-    fn on_store(&mut self, now: Instant, header: &ForwardingHeader, req: StoreReq, security: &SecurityBlock, signer: &Signer, origin: NodeId) {
+    fn on_store(
+        &mut self,
+        now: Instant,
+        header: &ForwardingHeader,
+        req: StoreReq,
+        security: &SecurityBlock,
+        signer: &Signer,
+        origin: NodeId,
+    ) {
         let replica = req.replica_number > 0;
         if !replica && !self.responsible_for(&req.resource) {
             return self.respond_error(now, header, ErrorCode::NOT_FOUND, "not responsible for this resource");
@@ -246,10 +282,11 @@ impl OverlayNode {
         let from_neighbor = self.table.neighbors().contains(origin) || self.links.contains(&origin);
         let wall = self.wall_ms(now);
         let resource = req.resource.clone();
-        let token = match verify_store(req, signer, security, self.crypto.as_ref(), &self.config.kinds, from_neighbor, wall) {
-            Ok(t) => t,
-            Err(e) => return self.respond(now, header, Body::Error(e), &[]),
-        };
+        let token =
+            match verify_store(req, signer, security, self.crypto.as_ref(), &self.config.kinds, from_neighbor, wall) {
+                Ok(t) => t,
+                Err(e) => return self.respond(now, header, Body::Error(e), &[]),
+            };
         match self.store.apply(token, wall) {
             Ok(mut ans) => {
                 let replicas: Vec<NodeId> = self.table.neighbors().replica_peers().to_vec();

@@ -45,8 +45,11 @@ impl OverlayNode {
         self.ap_update_seen = false;
         self.early_update = None;
         let target = NodeId::from_u128(self.id.as_u128().wrapping_add(1)).to_resource();
-        let req = AttachReqAns::request(b"chordphone".to_vec(), b"chordphone".to_vec(), self.config.candidates.clone(), true);
-        if let Err(e) = self.send_request(now, vec![Destination::Resource(target)], Body::AttachReq(req), Purpose::JoinAttach) {
+        let req =
+            AttachReqAns::request(b"chordphone".to_vec(), b"chordphone".to_vec(), self.config.candidates.clone(), true);
+        if let Err(e) =
+            self.send_request(now, vec![Destination::Resource(target)], Body::AttachReq(req), Purpose::JoinAttach)
+        {
             debug!(node = %self.id, error = %e, "could not start the join");
         }
     }
@@ -64,7 +67,11 @@ impl OverlayNode {
             }
             if self.table.would_improve(peer) && self.attaching.insert(peer) {
                 // §10.6: neighbors learned from AP are reached through AP.
-                self.attach_to(now, vec![Destination::Node(ap), Destination::Node(peer)], Purpose::NeighborAttach(peer));
+                self.attach_to(
+                    now,
+                    vec![Destination::Node(ap), Destination::Node(peer)],
+                    Purpose::NeighborAttach(peer),
+                );
             }
         }
         self.maybe_send_join(now);
@@ -94,14 +101,10 @@ impl OverlayNode {
                 }
                 self.maybe_send_join(now);
             }
-            Phase::Joined => {
-                // Only peers we attached to as ring members (learned from a
-                // neighbor's Update) enter the table on link-up; the other
-                // side of an Attach waits for its Join or Update (§6.5.1).
-                if self.attaching.remove(&peer) {
-                    self.offer(now, peer);
-                }
-            }
+            // Only peers we attached to as ring members (learned from a
+            // neighbor's Update) enter the table on link-up; the other side
+            // of an Attach waits for its Join or Update (§6.5.1).
+            Phase::Joined if self.attaching.remove(&peer) => self.offer(now, peer),
             _ => {}
         }
     }
@@ -141,7 +144,12 @@ impl OverlayNode {
     }
 
     fn attach_to(&mut self, now: Instant, route: Vec<Destination>, purpose: Purpose) {
-        let req = AttachReqAns::request(b"chordphone".to_vec(), b"chordphone".to_vec(), self.config.candidates.clone(), false);
+        let req = AttachReqAns::request(
+            b"chordphone".to_vec(),
+            b"chordphone".to_vec(),
+            self.config.candidates.clone(),
+            false,
+        );
         if let Err(e) = self.send_request(now, route, Body::AttachReq(req), purpose) {
             debug!(node = %self.id, error = %e, "could not send Attach");
         }
@@ -259,7 +267,49 @@ impl OverlayNode {
         for n in self.neighbor_set() {
             self.send_update(now, n, false);
         }
+        self.reconnect_known();
+        self.check_successor(now);
         self.drop_foreign_copies();
+    }
+
+    /// §10.7.4.4: re-open a link to one cached peer we lost, so a partition
+    /// that has healed is noticed by the successor check.
+    fn reconnect_known(&mut self) {
+        let lost: Vec<usize> =
+            (0..self.known.len()).filter(|i| self.known.get(*i).is_some_and(|(n, _)| !self.links.contains(n))).collect();
+        if lost.is_empty() {
+            return;
+        }
+        let pick = lost.get(self.rng.random_range(0..lost.len())).copied().unwrap_or(0);
+        if let Some((peer, candidates)) = self.known.get(pick).cloned() {
+            self.emit(Event::Connect { peer, candidates });
+        }
+    }
+
+    /// §10.7.4.4: route a Ping for our own id + 1 through a peer other than
+    /// our successor; whoever answers is our successor as the ring sees it.
+    fn check_successor(&mut self, now: Instant) {
+        let succ = self.table.neighbors().successor();
+        // Routing-table peers normally; one check in four goes through a
+        // linked host-cache peer outside our tables, the kind that can see
+        // across a healed partition.
+        let outsiders: Vec<NodeId> =
+            self.known.iter().map(|(n, _)| *n).filter(|n| self.links.contains(n) && !self.table.contains(*n)).collect();
+        let others: Vec<NodeId> = if !outsiders.is_empty() && self.rng.random_range(0..4u8) == 0 {
+            outsiders
+        } else {
+            self.table.entries().filter(|p| Some(*p) != succ && self.links.contains(p)).collect()
+        };
+        if others.is_empty() {
+            return;
+        }
+        let via = others.get(self.rng.random_range(0..others.len())).copied().unwrap_or(self.id);
+        let target = NodeId::from_u128(self.id.as_u128().wrapping_add(1)).to_resource();
+        let body = Body::PingReq(crate::wire::topology::PingReq::default());
+        let route = vec![Destination::Node(via), Destination::Resource(target)];
+        if let Err(e) = self.send_request(now, route, body, Purpose::SuccessorCheck) {
+            debug!(node = %self.id, error = %e, "could not check our successor");
+        }
     }
 
     /// §10.7.4.2: Attach to the peer responsible for each missing finger.
@@ -320,7 +370,13 @@ impl OverlayNode {
         }
     }
 
-    fn send_store(&mut self, now: Instant, to: NodeId, req: StoreReq, certs: &[crate::wire::security_block::GenericCertificate]) {
+    fn send_store(
+        &mut self,
+        now: Instant,
+        to: NodeId,
+        req: StoreReq,
+        certs: &[crate::wire::security_block::GenericCertificate],
+    ) {
         // Replica stores carry the value signers' certificates (§6.3.4).
         let body = Body::StoreReq(req);
         if let Err(e) = self.send_request_with(now, vec![Destination::Node(to)], body, Purpose::Maintenance, certs) {
@@ -394,14 +450,20 @@ impl OverlayNode {
             return Err(ApiError::UnknownKind(kind));
         }
         let resource = ResourceId::from_name(resource_name);
-        let mut data = StoredData { storage_time: self.wall_ms(now), lifetime: lifetime_s, value, signature: Signature::none() };
+        let mut data =
+            StoredData { storage_time: self.wall_ms(now), lifetime: lifetime_s, value, signature: Signature::none() };
         self.crypto.sign_stored(&resource, kind, &mut data);
         let req = StoreReq {
             resource: resource.clone(),
             replica_number: 0,
             kind_data: vec![StoreKindData { kind, generation_counter: 0, values: vec![data] }],
         };
-        self.send_request(now, vec![Destination::Resource(resource)], Body::StoreReq(req), Purpose::User(id, UserOp::Store))?;
+        self.send_request(
+            now,
+            vec![Destination::Resource(resource)],
+            Body::StoreReq(req),
+            Purpose::User(id, UserOp::Store),
+        )?;
         Ok(())
     }
 

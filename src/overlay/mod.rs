@@ -1,13 +1,13 @@
 //! The RELOAD overlay: the CHORD-RELOAD topology plug-in (RFC 6940 §10) and
 //! the sans-IO node machine that routes, joins, updates and leaves with it.
 
-pub mod chord;
 pub mod api;
+pub mod chord;
 pub mod crypto;
 mod handlers;
 mod maintain;
 pub mod node;
 
-pub use api::{ApiError, Command, Event, Failure, OverlayConfig, Outcome, RequestId, TimerReason, Transmit};
+pub use api::{ApiError, Command, Event, Failure, Outcome, OverlayConfig, RequestId, TimerReason, Transmit};
 pub use crypto::{OverlayCrypto, Signer};
 pub use node::OverlayNode;

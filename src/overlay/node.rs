@@ -12,7 +12,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tracing::{debug, trace};
 
-use super::api::{ApiError, Command, Event, Failure, OverlayConfig, Outcome, RequestId, TimerReason, Transmit};
+use super::api::{ApiError, Command, Event, Failure, Outcome, OverlayConfig, RequestId, TimerReason, Transmit};
 use super::chord::{ChordConfig, NextHop, RoutingTable, in_half_open, resource_point};
 use super::crypto::{OverlayCrypto, Signer};
 use crate::storage::DataStore;
@@ -23,6 +23,9 @@ use crate::wire::header::{ForwardingHeader, VERSION};
 use crate::wire::message::{Body, MessageContents, RawMessage};
 use crate::wire::security_block::SecurityBlock;
 use crate::wire::{Destination, KindId, NodeId, ResourceId, overlay_hash};
+
+/// Peers kept in the host cache (§11.4 suggests about ten).
+const HOST_CACHE: usize = 16;
 
 /// Requests answered within this window get the same answer again (§6.2.1).
 const ANSWER_CACHE: Duration = Duration::from_secs(15);
@@ -46,7 +49,11 @@ pub(super) enum Phase {
     Idle,
     /// Attach to our own id + 1 sent through `via`; waiting for the
     /// admitting peer's answer, its Update, and our neighbors' links.
-    Joining { via: NodeId, ap: Option<NodeId>, join_sent: bool },
+    Joining {
+        via: NodeId,
+        ap: Option<NodeId>,
+        join_sent: bool,
+    },
     Joined,
     Left,
 }
@@ -59,6 +66,8 @@ pub(super) enum Purpose {
     NeighborAttach(NodeId),
     FingerAttach,
     Join,
+    /// §10.7.4.4: who does the rest of the ring think succeeds us?
+    SuccessorCheck,
     /// Fire-and-forget maintenance (Update, Leave, replica Store).
     Maintenance,
 }
@@ -99,6 +108,9 @@ pub struct OverlayNode {
     /// While joining: the neighbor lists of the peer whose Update arrived
     /// (possibly before its Attach answer told us it is the admitting peer).
     pub(super) early_update: Option<(NodeId, Vec<NodeId>, Vec<NodeId>)>,
+    /// Host cache (§11.4): peers we recently held a link to, newest last,
+    /// with where to reach them. Re-contacted to detect partitions.
+    pub(super) known: Vec<(NodeId, Vec<crate::wire::attach::IceCandidate>)>,
     /// While joining: the admitting peer's neighbor lists have been seen.
     pub(super) ap_update_seen: bool,
     pub(super) store: DataStore,
@@ -129,7 +141,8 @@ impl OverlayNode {
         now: Instant,
         wall_ms: u64,
     ) -> Self {
-        let chord = ChordConfig { successors: config.neighbors, predecessors: config.neighbors, fingers: config.fingers };
+        let chord =
+            ChordConfig { successors: config.neighbors, predecessors: config.neighbors, fingers: config.fingers };
         let store = DataStore::new(config.kinds.clone());
         let reassembler = Reassembler::new(config.max_message_size.max(64 * 1024), 1 << 20);
         OverlayNode {
@@ -148,6 +161,7 @@ impl OverlayNode {
             admitting: None,
             early_update: None,
             ap_update_seen: false,
+            known: Vec::new(),
             store,
             pending: BTreeMap::new(),
             answered: BTreeMap::new(),
@@ -231,6 +245,7 @@ impl OverlayNode {
             return;
         }
         debug!(node = %self.id, %peer, "link up");
+        self.remember(peer, None);
         self.on_link_up(now, peer);
         self.flush(now);
     }
@@ -344,6 +359,17 @@ impl OverlayNode {
         self.store.counts_by_kind()
     }
 
+    /// The host cache (§11.4): peers recently linked, newest last. The
+    /// runtime persists it and dials these first on restart.
+    pub fn known_peers(&self) -> Vec<NodeId> {
+        self.known.iter().map(|(n, _)| *n).collect()
+    }
+
+    /// Seeds the host cache (e.g. from disk or configured bootstrap peers).
+    pub fn add_known_peer(&mut self, peer: NodeId, candidates: Vec<crate::wire::attach::IceCandidate>) {
+        self.remember(peer, Some(candidates));
+    }
+
     /// Seconds since this node joined.
     pub fn uptime(&self, now: Instant) -> u64 {
         self.joined_at.map_or(0, |t| now.saturating_duration_since(t).as_secs())
@@ -364,6 +390,19 @@ impl OverlayNode {
         match self.phase {
             Phase::Joined => Ok(()),
             _ => Err(ApiError::NotJoined),
+        }
+    }
+
+    /// Records `peer` in the host cache (bounded, most recent last).
+    pub(super) fn remember(&mut self, peer: NodeId, candidates: Option<Vec<crate::wire::attach::IceCandidate>>) {
+        if peer == self.id {
+            return;
+        }
+        let old = self.known.iter().position(|(n, _)| *n == peer).map(|i| self.known.remove(i));
+        let cands = candidates.or(old.map(|(_, c)| c)).unwrap_or_default();
+        self.known.push((peer, cands));
+        if self.known.len() > HOST_CACHE {
+            self.known.remove(0);
         }
     }
 
@@ -418,7 +457,13 @@ impl OverlayNode {
 
     /// Answers a request delivered here; the response retraces the Via
     /// list (§6.2.2) and is cached for retransmissions (§6.2.1).
-    pub(super) fn respond(&mut self, now: Instant, request: &ForwardingHeader, body: Body, extra_certs: &[crate::wire::security_block::GenericCertificate]) {
+    pub(super) fn respond(
+        &mut self,
+        now: Instant,
+        request: &ForwardingHeader,
+        body: Body,
+        extra_certs: &[crate::wire::security_block::GenericCertificate],
+    ) {
         if matches!(body, Body::Error(_)) {
             self.counters.errors_sent += 1;
         }
@@ -453,8 +498,7 @@ impl OverlayNode {
         body: Body,
         extra_certs: &[crate::wire::security_block::GenericCertificate],
     ) -> Result<Vec<u8>, ApiError> {
-        let mut header =
-            ForwardingHeader::new(self.overlay, self.config.configuration_sequence, txid, destination);
+        let mut header = ForwardingHeader::new(self.overlay, self.config.configuration_sequence, txid, destination);
         header.ttl = self.config.initial_ttl;
         header.via_list = via;
         let contents = MessageContents::new(body).to_bytes().map_err(|e| ApiError::Encode(e.to_string()))?;
@@ -523,7 +567,14 @@ impl OverlayNode {
     }
 
     /// Sends a message one hop closer to `point` (§6.1.2, §10.3).
-    fn forward(&mut self, now: Instant, mut header: ForwardingHeader, raw: &RawMessage<'_>, point: NodeId, exact: Option<NodeId>) {
+    fn forward(
+        &mut self,
+        now: Instant,
+        mut header: ForwardingHeader,
+        raw: &RawMessage<'_>,
+        point: NodeId,
+        exact: Option<NodeId>,
+    ) {
         let is_request = raw.code().is_some_and(|c| c.is_request());
         if header.ttl == 0 {
             if is_request {
@@ -601,9 +652,10 @@ impl OverlayNode {
 
     /// A message whose destination list is exhausted here (§6.1.2).
     fn deliver(&mut self, now: Instant, header: ForwardingHeader, contents: &[u8], security: &[u8]) {
-        let (Ok(parsed), Ok(block)) = (MessageContents::from_bytes(contents), SecurityBlock::from_bytes(security)) else {
+        let (Ok(parsed), Ok(block)) = (MessageContents::from_bytes(contents), SecurityBlock::from_bytes(security))
+        else {
             self.counters.dropped_malformed += 1;
-            let code = contents.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]]));
+            let code = RawMessage::parse_code(contents);
             if code.is_some_and(|c| c & 1 == 1 && c != 0xffff) {
                 self.respond_error(now, &header, ErrorCode::INVALID_MESSAGE, "malformed message body");
             }
@@ -634,7 +686,14 @@ impl OverlayNode {
         }
     }
 
-    fn handle_response(&mut self, now: Instant, header: ForwardingHeader, body: Body, security: SecurityBlock, signer: Signer) {
+    fn handle_response(
+        &mut self,
+        now: Instant,
+        header: ForwardingHeader,
+        body: Body,
+        security: SecurityBlock,
+        signer: Signer,
+    ) {
         let Some(pending) = self.pending.remove(&header.transaction_id) else {
             return;
         };
@@ -661,21 +720,39 @@ impl OverlayNode {
         }
     }
 
-    pub(super) fn fetch(&mut self, now: Instant, id: RequestId, resource: ResourceId, kind: KindId) -> Result<(), ApiError> {
-        let model = self.config.kinds.iter().find(|k| k.kind == kind).map(|k| k.model).ok_or(ApiError::UnknownKind(kind))?;
+    pub(super) fn fetch(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        resource: ResourceId,
+        kind: KindId,
+    ) -> Result<(), ApiError> {
+        let model =
+            self.config.kinds.iter().find(|k| k.kind == kind).map(|k| k.model).ok_or(ApiError::UnknownKind(kind))?;
         let specifier = crate::wire::storage::StoredDataSpecifier {
             kind,
             generation: 0,
             model: match model {
                 crate::wire::storage::DataModel::Single => crate::wire::storage::ModelSpecifier::Single,
-                crate::wire::storage::DataModel::Array => crate::wire::storage::ModelSpecifier::Array(vec![
-                    crate::wire::storage::ArrayRange { first: 0, last: u32::MAX },
-                ]),
-                crate::wire::storage::DataModel::Dictionary => crate::wire::storage::ModelSpecifier::Dictionary(Vec::new()),
+                crate::wire::storage::DataModel::Array => {
+                    crate::wire::storage::ModelSpecifier::Array(vec![crate::wire::storage::ArrayRange {
+                        first: 0,
+                        last: u32::MAX,
+                    }])
+                }
+                crate::wire::storage::DataModel::Dictionary => {
+                    crate::wire::storage::ModelSpecifier::Dictionary(Vec::new())
+                }
             },
         };
-        let body = Body::FetchReq(crate::wire::storage::FetchReq { resource: resource.clone(), specifiers: vec![specifier] });
-        self.send_request(now, vec![Destination::Resource(resource.clone())], body, Purpose::User(id, UserOp::Fetch(resource, kind)))?;
+        let body =
+            Body::FetchReq(crate::wire::storage::FetchReq { resource: resource.clone(), specifiers: vec![specifier] });
+        self.send_request(
+            now,
+            vec![Destination::Resource(resource.clone())],
+            body,
+            Purpose::User(id, UserOp::Fetch(resource, kind)),
+        )?;
         Ok(())
     }
 
@@ -689,7 +766,11 @@ impl OverlayNode {
 }
 
 /// Header, contents and security block as one message with its length.
-pub(super) fn assemble(header: &ForwardingHeader, contents: &[u8], security: &SecurityBlock) -> Result<Vec<u8>, crate::wire::WireError> {
+pub(super) fn assemble(
+    header: &ForwardingHeader,
+    contents: &[u8],
+    security: &SecurityBlock,
+) -> Result<Vec<u8>, crate::wire::WireError> {
     let mut w = Writer::with_capacity(contents.len() + 256);
     header.encode_with_length(&mut w, 0);
     w.bytes(contents);

@@ -230,8 +230,12 @@ impl Simulation {
         let live: Vec<SlotId> = self.alive.values().copied().collect();
         for a in live {
             let Some(sl) = self.slot(a) else { continue };
-            let across: Vec<NodeId> =
-                sl.links.iter().filter(|&&b| self.is_alive(b) && !self.reachable(a, b)).map(|&b| self.id_of(b)).collect();
+            let across: Vec<NodeId> = sl
+                .links
+                .iter()
+                .filter(|&&b| self.is_alive(b) && !self.reachable(a, b))
+                .map(|&b| self.id_of(b))
+                .collect();
             for peer in across {
                 self.queue.push(at, Ev::LinkDown { at: a, peer });
             }

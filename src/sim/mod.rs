@@ -6,8 +6,10 @@
 //!   network's latency, jitter and loss.
 //! - [`Simulation`] (world.rs, links.rs): the nodes, their links, crashes,
 //!   partitions, and the API scenario tests drive.
-//! - [`scenario`]: `--nodes/--duration/...`, ring building, churn, mass
-//!   failure and workload; [`run`] is what the CLI calls.
+//! - [`SimOptions`] (options.rs): `--nodes/--duration/...`, clap-derived.
+//! - [`scenario`]: ring building, churn, mass failure, quiescence and the
+//!   final checks; [`run`] is what the CLI calls. The workload's requests
+//!   and their accounting are in workload.rs.
 //! - [`reference`]: the ring and replica placement as they should be.
 //! - [`report`]: counters and the JSON report.
 //! - [`FastCrypto`] and [`SimPki`]/[`RealCrypto`]: the signatures nodes use.
@@ -20,17 +22,20 @@
 mod fast_crypto;
 mod links;
 pub mod net;
+mod options;
 mod real_crypto;
 pub mod reference;
 pub mod report;
 pub mod scenario;
+mod workload;
 mod world;
 
 pub use fast_crypto::{FAST_ALGORITHM, FastCrypto, user_name};
 pub use real_crypto::{RealCrypto, SimPki};
 pub use reference::RingCheck;
 pub use report::{Metrics, NodeTotals, SimReport, peak_rss_mb};
-pub use scenario::{CryptoMode, SimOptions, run, try_run};
+pub use options::{CryptoMode, SimOptions};
+pub use scenario::{run, try_run};
 pub use world::{SIM_EPOCH_MS, Simulation};
 
 use crate::overlay::ApiError;

@@ -58,6 +58,8 @@ pub enum Step {
     Lookup,
     /// Check the reference model during repair.
     RepairPoll,
+    /// Note which live nodes hold each record.
+    Survey,
 }
 
 /// The event queue: a min-heap on (time, sequence number), so events at
@@ -180,10 +182,7 @@ mod tests {
                 _ => unreachable!(),
             })
             .collect();
-        assert_eq!(
-            steps,
-            vec![(1, Step::Spawn), (1, Step::RepairPoll), (5, Step::Kill), (5, Step::Lookup)]
-        );
+        assert_eq!(steps, vec![(1, Step::Spawn), (1, Step::RepairPoll), (5, Step::Kill), (5, Step::Lookup)]);
     }
 
     #[test]

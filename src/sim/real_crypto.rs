@@ -29,9 +29,8 @@ const VALIDITY_S: u64 = 10 * 365 * 86_400;
 
 /// PKCS#8 v1 prefix of an Ed25519 private key (RFC 8410 §7); the 32-byte
 /// seed follows.
-const ED25519_PKCS8_PREFIX: [u8; 16] = [
-    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
-];
+const ED25519_PKCS8_PREFIX: [u8; 16] =
+    [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
 
 /// The simulated overlay's enrollment CA and the shared cache of verified
 /// certificate chains.
@@ -102,10 +101,9 @@ impl RealCrypto {
         }
         let found = match &sig.identity {
             // cert_hash with SHA-256 is the hash the map is keyed by.
-            SignerIdentity::CertHash { hash_alg: 4, certificate_hash } => <[u8; 32]>::try_from(certificate_hash.as_slice())
-                .ok()
-                .and_then(|h| known.get(&h))
-                .map(Arc::clone),
+            SignerIdentity::CertHash { hash_alg: 4, certificate_hash } => {
+                <[u8; 32]>::try_from(certificate_hash.as_slice()).ok().and_then(|h| known.get(&h)).map(Arc::clone)
+            }
             other => {
                 let certs: Vec<VerifiedIdentity> = known.values().map(|v| VerifiedIdentity::clone(v)).collect();
                 find_signer(other, &certs).map(|m| Arc::new(m.cert.clone()))
@@ -142,8 +140,9 @@ impl OverlayCrypto for RealCrypto {
 
     fn sign_stored(&self, resource: &ResourceId, kind: KindId, data: &mut StoredData) {
         let (bytes, is_array) = value_bytes(&data.value);
-        data.signature = sign_stored_data(&self.key, &self.identity, resource, kind, data.storage_time, &bytes, is_array)
-            .unwrap_or_else(|_| Signature::none());
+        data.signature =
+            sign_stored_data(&self.key, &self.identity, resource, kind, data.storage_time, &bytes, is_array)
+                .unwrap_or_else(|_| Signature::none());
     }
 
     fn verify_stored(

@@ -13,8 +13,10 @@ use super::world::Simulation;
 use crate::wire::{KindId, NodeId};
 
 /// Up to this many live nodes, every node is asked whether it holds a
-/// record; above it only the nodes near the record's place on the ring.
-const FULL_SCAN_MAX_NODES: usize = 4096;
+/// record; above it only the nodes near the record's place on the ring
+/// (where every copy should be: the responsible peer and its successors,
+/// or a predecessor that has not handed over yet).
+const FULL_SCAN_MAX_NODES: usize = 64;
 /// The neighbourhood searched above [`FULL_SCAN_MAX_NODES`]: live nodes
 /// clockwise from the record's point, and counter-clockwise before it.
 const WINDOW_AFTER: usize = 32;
@@ -50,7 +52,13 @@ pub(super) fn check_ring(sim: &Simulation) -> RingCheck {
         let pred = ids.get((i + n - 1) % n).map(|p| p.0);
         if !neighbor_ok(node.successors().first(), succ, *id) {
             if std::env::var_os("CP_DEBUG_RING").is_some() {
-                eprintln!("wrong succ at {id}: has {:?} want {:?} preds {:?} links {}", node.successors(), succ, node.predecessors(), node.links().len());
+                eprintln!(
+                    "wrong succ at {id}: has {:?} want {:?} preds {:?} links {}",
+                    node.successors(),
+                    succ,
+                    node.predecessors(),
+                    node.links().len()
+                );
             }
             check.wrong_successor += 1;
         }
@@ -95,19 +103,20 @@ pub(super) fn replicas_holding(sim: &Simulation, rec: usize) -> usize {
     replica_set(&sim.ring, r.point, sim.config.replicas).into_iter().filter(|&s| holds(sim, s, rec)).count()
 }
 
-/// How many live nodes hold a copy of record `rec` (every node for small
-/// N, the ring neighbourhood of the record above that).
-pub(super) fn live_holders(sim: &Simulation, rec: usize) -> usize {
-    let Some(r) = sim.work.records.get(rec) else { return 0 };
+/// The live nodes that hold a copy of record `rec` (every node is asked
+/// for small N, the ring neighbourhood of the record above that).
+pub(super) fn holder_slots(sim: &Simulation, rec: usize) -> Vec<SlotId> {
+    let Some(r) = sim.work.records.get(rec) else { return Vec::new() };
     if sim.alive.len() <= FULL_SCAN_MAX_NODES {
-        return sim.alive.values().filter(|&&s| holds(sim, s, rec)).count();
+        return sim.alive.values().copied().filter(|&s| holds(sim, s, rec)).collect();
     }
     let after = sim.alive.range(r.point..).chain(sim.alive.range(..r.point)).take(WINDOW_AFTER);
     let before = sim.alive.range(..r.point).rev().chain(sim.alive.range(r.point..).rev()).take(WINDOW_BEFORE);
     let mut slots: Vec<SlotId> = after.chain(before).map(|(_, s)| *s).collect();
     slots.sort_unstable();
     slots.dedup();
-    slots.into_iter().filter(|&s| holds(sim, s, rec)).count()
+    slots.retain(|&s| holds(sim, s, rec));
+    slots
 }
 
 fn holds(sim: &Simulation, s: SlotId, rec: usize) -> bool {

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::net::{Micros, US_PER_S};
 use super::reference::RingCheck;
-use super::scenario::{CryptoMode, SimOptions};
+use super::options::{CryptoMode, SimOptions};
 use super::world::Simulation;
 use crate::overlay::node::Counters;
 
@@ -133,7 +133,7 @@ impl Metrics {
 /// The outcome of `chordphone sim`. `wall_s` and `peak_rss_mb` are left
 /// `null` by [`super::run`] (the simulation never reads the clock); the
 /// CLI fills them in, so two runs with the same options compare equal.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct SimReport {
     pub nodes: usize,
     pub seed: u64,
@@ -164,8 +164,11 @@ pub struct SimReport {
     pub stores_skipped: u64,
     pub fetches: u64,
     pub fetch_success_rate: Option<f64>,
-    /// After quiescence: records some live node held but nobody could fetch.
+    /// After quiescence: stored records nobody could fetch although a live
+    /// node holds a copy, or a node seen holding one is still alive
+    /// (surveys every 5 simulated seconds). Must be 0.
     pub records_lost_with_live_replica: u64,
+    /// Stored records not fetchable whose every known holder died.
     pub records_lost_all_replicas_dead: u64,
     /// After quiescence: records with a live copy that their responsible
     /// peer does not hold.
@@ -265,11 +268,7 @@ impl SimReport {
             self.killed,
             self.repair_s.map_or("n/a".to_owned(), |r| format!("{r:.0} s"))
         ));
-        s.push_str(&format!(
-            "messages: {} ({} per node per s)",
-            self.messages,
-            num(self.messages_per_node_per_s)
-        ));
+        s.push_str(&format!("messages: {} ({} per node per s)", self.messages, num(self.messages_per_node_per_s)));
         if let Some(w) = self.wall_s {
             s.push_str(&format!("\nwall: {w:.1} s"));
         }
@@ -367,52 +366,7 @@ fn empty(opts: &SimOptions) -> SimReport {
         loss: opts.loss,
         session_median_s: opts.session_median,
         kill_fraction: opts.kill_fraction,
-        sim_s: 0.0,
-        build_s: 0.0,
-        build_complete: false,
-        join_s_mean: None,
-        join_s_max: 0.0,
-        live_nodes: 0,
-        joined_nodes: 0,
-        lookups: 0,
-        lookup_success_rate: None,
-        lookup_correct_rate: None,
-        hops_mean: None,
-        hops_p99: None,
-        stores: 0,
-        stores_ok: 0,
-        stores_skipped: 0,
-        fetches: 0,
-        fetch_success_rate: None,
-        records_lost_with_live_replica: 0,
-        records_lost_all_replicas_dead: 0,
-        records_not_at_responsible: 0,
-        records_under_replicated: 0,
-        ring_correct: false,
-        ring: RingCheck::default(),
-        repair_s: None,
-        killed: 0,
-        departures_graceful: 0,
-        departures_crash: 0,
-        join_retries: 0,
-        rejoins: 0,
-        messages: 0,
-        messages_per_node_per_s: None,
-        bytes_per_node_per_s: None,
-        dropped_loss: 0,
-        dropped_dead: 0,
-        dropped_no_link: 0,
-        dropped_partition: 0,
-        connect_failures: 0,
-        command_errors: 0,
-        requests_abandoned: 0,
-        timer_stalls: 0,
-        events: 0,
-        failures: BTreeMap::new(),
-        node_totals: NodeTotals::default(),
-        error: None,
-        wall_s: None,
-        peak_rss_mb: None,
+        ..SimReport::default()
     }
 }
 

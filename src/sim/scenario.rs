@@ -8,128 +8,11 @@ use rand::RngExt;
 
 use super::SimError;
 use super::net::{Ev, Micros, SlotId, Step, US_PER_S};
+use super::options::SimOptions;
 use super::reference;
 use super::report::{self, SimReport};
-use super::world::{Pending, Simulation, secs_to_us};
-use crate::overlay::{Command, Failure, Outcome};
-use crate::wire::storage::{DataValue, StoredDataValue};
-use crate::wire::{KindId, NodeId, ResourceId};
-
-/// Options of `chordphone sim`.
-#[derive(Debug, Clone, PartialEq, clap::Args)]
-pub struct SimOptions {
-    /// Peers in the ring (kept roughly constant under churn).
-    #[arg(long, default_value_t = 100)]
-    pub nodes: usize,
-    /// Seed of every random choice; the same seed gives the same report.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    /// Simulated seconds of workload and churn, after the ring is built.
-    #[arg(long, default_value_t = 60.0)]
-    pub duration: f64,
-    /// Joins per simulated second while building the ring.
-    #[arg(long, default_value_t = 50.0)]
-    pub join_rate: f64,
-    /// Median session length in simulated seconds (exponential sessions);
-    /// each departed peer is replaced by a fresh one. No churn if absent.
-    #[arg(long)]
-    pub session_median: Option<f64>,
-    /// Fraction of churn departures that Leave gracefully; the rest crash.
-    #[arg(long, default_value_t = 0.5)]
-    pub graceful_fraction: f64,
-    /// Fraction of live peers crashed at once at `--kill-at` (no Leave).
-    #[arg(long, default_value_t = 0.0)]
-    pub kill_fraction: f64,
-    /// Seconds into the workload of the mass failure (default: half of
-    /// `--duration`).
-    #[arg(long)]
-    pub kill_at: Option<f64>,
-    /// One-way latency per message in milliseconds (±20 % seeded jitter).
-    #[arg(long, default_value_t = 50.0)]
-    pub latency_ms: f64,
-    /// Probability that a message is dropped.
-    #[arg(long, default_value_t = 0.0)]
-    pub loss: f64,
-    /// How long a peer takes to notice a crashed or unreachable neighbor
-    /// (link keepalive / retransmission timeout), in milliseconds.
-    #[arg(long, default_value_t = 2000)]
-    pub detect_ms: u64,
-    /// Records stored during the first quarter of the workload, each by a
-    /// different peer under its own user name (CHORDPHONE_TEST kind).
-    #[arg(long, default_value_t = 0)]
-    pub stores: usize,
-    /// Requests per simulated second from random peers: half Lookups of
-    /// random Resource-IDs, half Fetches of stored records.
-    #[arg(long, default_value_t = 0.0)]
-    pub lookups_per_s: f64,
-    /// Simulated seconds after the workload (no churn, no requests) before
-    /// the final checks.
-    #[arg(long, default_value_t = 120.0)]
-    pub quiesce: f64,
-    /// Signatures: `real` (Ed25519 certificates from a simulated overlay
-    /// CA) or `fast` (a cheap insecure stand-in for very large N).
-    #[arg(long, value_enum, default_value_t = CryptoMode::Real)]
-    pub crypto: CryptoMode,
-    /// Print the report as one JSON object on the last line of stdout.
-    #[arg(long)]
-    pub json: bool,
-}
-
-impl Default for SimOptions {
-    fn default() -> Self {
-        SimOptions {
-            nodes: 100,
-            seed: 1,
-            duration: 60.0,
-            join_rate: 50.0,
-            session_median: None,
-            graceful_fraction: 0.5,
-            kill_fraction: 0.0,
-            kill_at: None,
-            latency_ms: 50.0,
-            loss: 0.0,
-            detect_ms: 2000,
-            stores: 0,
-            lookups_per_s: 0.0,
-            quiesce: 120.0,
-            crypto: CryptoMode::Real,
-            json: false,
-        }
-    }
-}
-
-impl SimOptions {
-    pub(super) fn validate(&self) -> Result<(), SimError> {
-        let bad = |what: &str| Err(SimError::InvalidOption(what.to_owned()));
-        let fraction = |v: f64| (0.0..=1.0).contains(&v);
-        let nonneg = |v: f64| v.is_finite() && v >= 0.0;
-        if self.nodes == 0 || self.nodes > u32::MAX as usize / 2 {
-            return bad("--nodes must be at least 1");
-        }
-        if !(self.join_rate.is_finite() && self.join_rate > 0.0) {
-            return bad("--join-rate must be positive");
-        }
-        if !fraction(self.loss) || !fraction(self.kill_fraction) || !fraction(self.graceful_fraction) {
-            return bad("--loss, --kill-fraction and --graceful-fraction must be within [0, 1]");
-        }
-        if self.session_median.is_some_and(|m| !(m.is_finite() && m > 0.0)) {
-            return bad("--session-median must be positive");
-        }
-        let times = [self.duration, self.latency_ms, self.lookups_per_s, self.quiesce, self.kill_at.unwrap_or(0.0)];
-        if !times.into_iter().all(nonneg) {
-            return bad("times and rates must be non-negative");
-        }
-        Ok(())
-    }
-}
-
-/// Where signatures come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CryptoMode {
-    Real,
-    Fast,
-}
+use super::world::{Simulation, secs_to_us};
+use crate::wire::{NodeId, ResourceId};
 
 /// Runs the whole scenario. Never fails: a simulation that cannot start
 /// returns a report whose `error` says why.
@@ -139,15 +22,23 @@ pub fn run(opts: &SimOptions) -> SimReport {
 
 /// Runs the whole scenario.
 pub fn try_run(opts: &SimOptions) -> Result<SimReport, SimError> {
-    let mut sim = Simulation::new(opts)?;
-    sim.build_ring();
-    sim.start_workload();
-    let end = sim.work.start + secs_to_us(opts.duration);
-    sim.run_until(end);
-    sim.work.phase = Phase::Quiesce;
-    sim.run_until(end + secs_to_us(opts.quiesce));
-    let ring = sim.final_check();
-    Ok(report::build(&sim, ring))
+    Ok(Simulation::new(opts)?.run_scenario())
+}
+
+impl Simulation {
+    /// Runs the `chordphone sim` scenario on a fresh simulation (build,
+    /// workload, quiescence, final checks) and reports; the simulation
+    /// can be inspected afterwards.
+    pub fn run_scenario(&mut self) -> SimReport {
+        self.build_ring();
+        self.start_workload();
+        let end = self.work.start + secs_to_us(self.opts.duration);
+        self.run_until(end);
+        self.work.phase = Phase::Quiesce;
+        self.run_until(end + secs_to_us(self.opts.quiesce));
+        let ring = self.final_check();
+        report::build(self, ring)
+    }
 }
 
 /// Where the scenario is.
@@ -168,6 +59,8 @@ pub(super) struct Record {
     pub value: Vec<u8>,
     pub acked: bool,
     pub final_fetch: Option<bool>,
+    /// The live holders at the last survey that found any.
+    pub holders: Vec<SlotId>,
 }
 
 /// The scenario's state.
@@ -196,8 +89,9 @@ pub(super) struct Workload {
 const BUILD_GRACE: Micros = 120 * US_PER_S;
 /// The final fetches get this long to complete.
 const FINAL_FETCH_LIMIT: Micros = 120 * US_PER_S;
-/// Records live well past the end of any run.
-const RECORD_LIFETIME_S: u32 = 30 * 86_400;
+/// How often the records' holders are surveyed, so that a record with no
+/// live copy at the end can be told lost-by-crashes from dropped-by-a-live-node.
+const SURVEY_INTERVAL: Micros = 5 * US_PER_S;
 
 impl Simulation {
     /// Spawns `--nodes` peers at `--join-rate` and runs until all joined.
@@ -248,6 +142,9 @@ impl Simulation {
         if self.opts.lookups_per_s > 0.0 {
             self.queue.push(self.now, Ev::Step(Step::Lookup));
         }
+        if self.opts.stores > 0 {
+            self.queue.push(self.now + SURVEY_INTERVAL, Ev::Step(Step::Survey));
+        }
     }
 
     /// Called for every new node: replacements get a session too.
@@ -282,6 +179,12 @@ impl Simulation {
             Step::Store { n } => self.store(n),
             Step::Lookup => self.lookup(),
             Step::RepairPoll => self.repair_poll(),
+            Step::Survey => {
+                if self.work.phase != Phase::Final {
+                    self.survey();
+                    self.queue.push(self.now + SURVEY_INTERVAL, Ev::Step(Step::Survey));
+                }
+            }
         }
     }
 
@@ -313,6 +216,7 @@ impl Simulation {
 
     /// Crashes `--kill-fraction` of the live peers at once.
     fn kill(&mut self) {
+        self.survey();
         let mut victims: Vec<SlotId> =
             self.alive.values().copied().filter(|&s| self.slot(s).is_some_and(|sl| !sl.leaving)).collect();
         let k = ((victims.len() as f64) * self.opts.kill_fraction).round() as usize;
@@ -328,8 +232,20 @@ impl Simulation {
         self.metrics.killed += k as u64;
         self.work.kill_time = Some(self.now);
         let acked = self.work.acked.clone();
-        self.work.repair_set = acked.into_iter().filter(|&r| reference::live_holders(self, r) > 0).collect();
+        self.work.repair_set = acked.into_iter().filter(|&r| !reference::holder_slots(self, r).is_empty()).collect();
         self.queue.push(self.now + US_PER_S, Ev::Step(Step::RepairPoll));
+    }
+
+    /// Remembers each acknowledged record's live holders (keeping the
+    /// previous ones when none is left).
+    fn survey(&mut self) {
+        for i in 0..self.work.acked.len() {
+            let Some(&r) = self.work.acked.get(i) else { continue };
+            let holders = reference::holder_slots(self, r);
+            if let (false, Some(rec)) = (holders.is_empty(), self.work.records.get_mut(r)) {
+                rec.holders = holders;
+            }
+        }
     }
 
     fn repair_poll(&mut self) {
@@ -344,166 +260,23 @@ impl Simulation {
         }
     }
 
-    /// Store number `n`: a peer that has not stored yet stores a value
-    /// under its own user name (the kind is USER-MATCH, §7.3.1).
-    fn store(&mut self, n: usize) {
-        if self.work.phase != Phase::Workload {
-            return;
-        }
-        let mut who = None;
-        for _ in 0..16 {
-            match self.pick_joined(None, None) {
-                Some(s) if !self.slot(s).is_some_and(|sl| sl.stored) => {
-                    who = Some(s);
-                    break;
-                }
-                Some(_) => {}
-                None => break,
-            }
-        }
-        let Some(s) = who else {
-            self.metrics.stores_skipped += 1;
-            return;
-        };
-        let name = self.user_name(self.id_of(s)).into_bytes();
-        let value = format!("value {n} of run {}", self.opts.seed).into_bytes();
-        let resource = ResourceId::from_name(&name);
-        let point = NodeId(resource.0.as_slice().try_into().unwrap_or_default());
-        let rec = self.work.records.len();
-        self.work.records.push(Record { resource, point, value: value.clone(), acked: false, final_fetch: None });
-        if let Some(sl) = self.slot_mut(s) {
-            sl.stored = true;
-        }
-        self.metrics.stores += 1;
-        let cmd = Command::Store {
-            resource_name: name,
-            kind: KindId::CHORDPHONE_TEST,
-            value: StoredDataValue::Single(DataValue::new(value)),
-            lifetime_s: RECORD_LIFETIME_S,
-        };
-        if let Err(e) = self.issue(s, cmd, Pending::Store { rec }) {
-            self.metrics.command_errors += 1;
-            self.metrics.note_failure("store", format!("{e:?}"));
-        }
-    }
-
-    /// One request from a random peer, then the next one is scheduled.
-    fn lookup(&mut self) {
-        if self.work.phase != Phase::Workload {
-            return;
-        }
-        let gap = (US_PER_S as f64 / self.opts.lookups_per_s).max(1.0) as Micros;
-        self.queue.push(self.now + gap, Ev::Step(Step::Lookup));
-        let Some(s) = self.pick_joined(None, None) else { return };
-        let fetch = !self.work.acked.is_empty() && self.rng.random_bool(0.5);
-        if fetch {
-            let i = self.rng.random_range(0..self.work.acked.len());
-            let Some(&rec) = self.work.acked.get(i) else { return };
-            self.metrics.fetches += 1;
-            self.fetch(s, rec, false);
-        } else {
-            let point = NodeId::from_u128(self.rng.random());
-            self.metrics.lookups += 1;
-            let cmd = Command::Lookup { resource: point.to_resource() };
-            if let Err(e) = self.issue(s, cmd, Pending::Lookup { point }) {
-                self.metrics.command_errors += 1;
-                self.metrics.note_failure("lookup", format!("{e:?}"));
-            }
-        }
-    }
-
-    fn fetch(&mut self, s: SlotId, rec: usize, last: bool) -> bool {
-        let Some(r) = self.work.records.get(rec) else { return false };
-        let cmd = Command::Fetch { resource: r.resource.clone(), kind: KindId::CHORDPHONE_TEST };
-        match self.issue(s, cmd, Pending::Fetch { rec, last }) {
-            Ok(_) => true,
-            Err(e) => {
-                self.metrics.command_errors += 1;
-                self.metrics.note_failure("fetch", format!("{e:?}"));
-                false
-            }
-        }
-    }
-
-    /// A request the scenario issued completed.
-    pub(super) fn completed(&mut self, s: SlotId, p: Pending, outcome: Outcome) {
-        match p {
-            Pending::External => {}
-            Pending::Join => {
-                if let Outcome::Failed(f) = outcome {
-                    self.metrics.join_failures += 1;
-                    self.metrics.note_failure("join", failure_text(&f));
-                    self.bootstrap_later(s, US_PER_S);
-                }
-            }
-            Pending::Leave => self.queue.push(self.now, Ev::Retire { slot: s }),
-            Pending::Store { rec } => match outcome {
-                Outcome::Stored { .. } => {
-                    self.metrics.stores_ok += 1;
-                    if let Some(r) = self.work.records.get_mut(rec) {
-                        r.acked = true;
-                        self.work.acked.push(rec);
-                    }
-                }
-                other => self.metrics.note_failure("store", outcome_text(&other)),
-            },
-            Pending::Lookup { point } => match outcome {
-                Outcome::LookedUp { responsible, hops } => {
-                    self.metrics.lookups_ok += 1;
-                    self.metrics.note_hops(hops);
-                    if reference::responsible(&self.ring, point).is_some_and(|(id, _)| id == responsible) {
-                        self.metrics.lookups_correct += 1;
-                    }
-                }
-                other => self.metrics.note_failure("lookup", outcome_text(&other)),
-            },
-            Pending::Fetch { rec, last } => {
-                let ok = self.work.records.get(rec).is_some_and(|r| fetched(&outcome, &r.value));
-                if !ok {
-                    self.metrics.note_failure(if last { "final fetch" } else { "fetch" }, outcome_text(&outcome));
-                }
-                self.fetch_done(rec, last, ok);
-            }
-        }
-    }
-
-    /// A request whose node went away before it completed.
-    pub(super) fn abandoned(&mut self, p: Pending) {
-        match p {
-            // A Leave never completes; a join dies with its node.
-            Pending::Leave | Pending::Join => {}
-            Pending::Fetch { rec, last: true } => self.fetch_done(rec, true, false),
-            _ => self.metrics.abandoned += 1,
-        }
-    }
-
-    fn fetch_done(&mut self, rec: usize, last: bool, ok: bool) {
-        if last {
-            if let Some(r) = self.work.records.get_mut(rec) {
-                r.final_fetch = Some(ok);
-            }
-            self.work.final_pending = self.work.final_pending.saturating_sub(1);
-        } else if ok {
-            self.metrics.fetches_ok += 1;
-        }
-    }
-
     /// After quiescence: checks the ring, surveys the records and fetches
     /// each acknowledged one from a random peer.
     pub(super) fn final_check(&mut self) -> reference::RingCheck {
         self.work.phase = Phase::Final;
         let ring = reference::check_ring(self);
+        self.survey();
         let acked = self.work.acked.clone();
-        let mut holders = Vec::with_capacity(acked.len());
+        let mut live_copy = Vec::with_capacity(acked.len());
         for &r in &acked {
-            let live = reference::live_holders(self, r);
-            if live > 0 && !reference::responsible_holds(self, r) {
+            let live = !reference::holder_slots(self, r).is_empty();
+            if live && !reference::responsible_holds(self, r) {
                 self.work.not_at_responsible += 1;
             }
             if reference::replicas_holding(self, r) < (self.config.replicas + 1).min(self.ring.len()) {
                 self.work.under_replicated += 1;
             }
-            holders.push((r, live));
+            live_copy.push((r, live));
             if let Some(s) = self.pick_joined(None, None) {
                 self.work.final_pending += 1;
                 if !self.fetch(s, r, true) {
@@ -515,11 +288,14 @@ impl Simulation {
         while self.work.final_pending > 0 && self.now < limit {
             self.run_until((self.now + US_PER_S).min(limit));
         }
-        for (r, live) in holders {
-            if self.work.records.get(r).is_some_and(|rec| rec.final_fetch == Some(true)) {
+        for (r, live) in live_copy {
+            let Some(rec) = self.work.records.get(r) else { continue };
+            if rec.final_fetch == Some(true) {
                 continue;
             }
-            if live > 0 {
+            // Lost for good only if every node seen holding it is dead; a
+            // live node that dropped its copy is the overlay's fault.
+            if live || rec.holders.iter().any(|&s| self.is_alive(s)) {
                 self.work.lost_with_live_replica += 1;
             } else {
                 self.work.lost_all_replicas_dead += 1;
@@ -529,92 +305,10 @@ impl Simulation {
     }
 }
 
-/// Whether a Fetch returned the stored value.
-fn fetched(outcome: &Outcome, expected: &[u8]) -> bool {
-    match outcome {
-        Outcome::Fetched { values } => values.iter().any(|v| {
-            matches!(v, StoredDataValue::Single(DataValue { exists: true, value }) if value.as_slice() == expected)
-        }),
-        _ => false,
-    }
-}
-
-fn failure_text(f: &Failure) -> String {
-    match f {
-        Failure::Error(code, _) => format!("error {}", code.0),
-        Failure::Timeout => "timeout".into(),
-        Failure::NotJoined => "not joined".into(),
-    }
-}
-
-fn outcome_text(o: &Outcome) -> String {
-    match o {
-        Outcome::Failed(f) => failure_text(f),
-        Outcome::Fetched { values } => format!("fetched {} values, none matching", values.len()),
-        other => format!("unexpected {other:?}"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        opts: SimOptions,
-    }
-
-    #[test]
-    fn clap_defaults_match_default() {
-        let cli = Cli::try_parse_from(["sim"]).unwrap();
-        assert_eq!(cli.opts, SimOptions::default());
-        let cli = Cli::try_parse_from([
-            "sim",
-            "--nodes",
-            "7",
-            "--crypto",
-            "fast",
-            "--session-median",
-            "300",
-            "--kill-fraction",
-            "0.5",
-            "--kill-at",
-            "10",
-            "--json",
-        ])
-        .unwrap();
-        assert_eq!(cli.opts.nodes, 7);
-        assert_eq!(cli.opts.crypto, CryptoMode::Fast);
-        assert_eq!(cli.opts.session_median, Some(300.0));
-        assert_eq!(cli.opts.kill_at, Some(10.0));
-        assert!(cli.opts.json);
-    }
-
-    #[test]
-    fn invalid_options_are_refused() {
-        for o in [
-            SimOptions { nodes: 0, ..SimOptions::default() },
-            SimOptions { loss: 1.5, ..SimOptions::default() },
-            SimOptions { join_rate: 0.0, ..SimOptions::default() },
-            SimOptions { session_median: Some(-1.0), ..SimOptions::default() },
-            SimOptions { duration: f64::NAN, ..SimOptions::default() },
-        ] {
-            assert!(matches!(o.validate(), Err(SimError::InvalidOption(_))), "{o:?}");
-            assert!(run(&o).error.is_some());
-        }
-    }
-
-    #[test]
-    fn fetched_matches_only_the_stored_value() {
-        let ok = Outcome::Fetched { values: vec![StoredDataValue::Single(DataValue::new(b"v".to_vec()))] };
-        assert!(fetched(&ok, b"v"));
-        assert!(!fetched(&ok, b"w"));
-        let gone = Outcome::Fetched { values: vec![StoredDataValue::Single(DataValue::nonexistent())] };
-        assert!(!fetched(&gone, b""));
-        assert!(!fetched(&Outcome::Failed(Failure::Timeout), b"v"));
-    }
+    use crate::sim::CryptoMode;
 
     #[test]
     fn same_seed_same_report_even_with_stub_nodes() {

@@ -15,8 +15,11 @@ use super::net::{Ev, Micros, Network, Queue, SlotId, Step, US_PER_S};
 use super::real_crypto::SimPki;
 use super::reference::{self, RingCheck};
 use super::report::Metrics;
-use super::scenario::{CryptoMode, SimOptions, Workload};
-use crate::overlay::{ApiError, Command, Event, OverlayConfig, OverlayCrypto, OverlayNode, Outcome, RequestId, Transmit};
+use super::options::{CryptoMode, SimOptions};
+use super::scenario::Workload;
+use crate::overlay::{
+    ApiError, Command, Event, Outcome, OverlayConfig, OverlayCrypto, OverlayNode, RequestId, Transmit,
+};
 use crate::wire::NodeId;
 
 /// Wall clock at virtual time zero: 2026-01-01T00:00:00Z, so certificate
@@ -34,9 +37,16 @@ pub(super) enum Pending {
     External,
     Join,
     Leave,
-    Store { rec: usize },
-    Lookup { point: NodeId },
-    Fetch { rec: usize, last: bool },
+    Store {
+        rec: usize,
+    },
+    Lookup {
+        point: NodeId,
+    },
+    Fetch {
+        rec: usize,
+        last: bool,
+    },
 }
 
 /// One simulated node; the slot outlives the node so stale events can be
@@ -530,7 +540,8 @@ impl CryptoSource {
         Ok(match mode {
             CryptoMode::Fast => CryptoSource::Fast { overlay: overlay.to_owned() },
             CryptoMode::Real => {
-                let pki = SimPki::new(overlay, ca_seed, SIM_EPOCH_MS / 1000).map_err(|e| SimError::Crypto(e.to_string()))?;
+                let pki =
+                    SimPki::new(overlay, ca_seed, SIM_EPOCH_MS / 1000).map_err(|e| SimError::Crypto(e.to_string()))?;
                 CryptoSource::Real { pki }
             }
         })

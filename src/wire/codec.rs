@@ -301,10 +301,7 @@ mod tests {
     fn opaque_length_is_checked_before_the_read() {
         // Claims 5 bytes, carries 2.
         let mut r = Reader::new(&[5, 1, 2]);
-        assert_eq!(
-            r.opaque(1, "x"),
-            Err(WireError::Truncated { what: "x", need: 5, have: 2 })
-        );
+        assert_eq!(r.opaque(1, "x"), Err(WireError::Truncated { what: "x", need: 5, have: 2 }));
     }
 
     #[test]

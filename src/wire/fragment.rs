@@ -32,13 +32,17 @@ pub fn fragment(message: &[u8], max_len: usize) -> Result<Vec<Vec<u8>>, WireErro
     let payload = r.rest();
     let room = max_len.saturating_sub(header_len);
     if room < MIN_FRAGMENT_PAYLOAD {
-        return Err(WireError::Malformed { what: "fragment", reason: "fragment size leaves under 256 bytes of payload" });
+        return Err(WireError::Malformed {
+            what: "fragment",
+            reason: "fragment size leaves under 256 bytes of payload",
+        });
     }
     let count = payload.len().div_ceil(room);
     let chunk = payload.len().div_ceil(count);
     let mut out = Vec::with_capacity(count);
     for (i, piece) in payload.chunks(chunk).enumerate() {
-        let offset = u32::try_from(i * chunk).map_err(|_| WireError::Invalid { what: "fragment offset", value: (i * chunk) as u64 })?;
+        let offset = u32::try_from(i * chunk)
+            .map_err(|_| WireError::Invalid { what: "fragment offset", value: (i * chunk) as u64 })?;
         let frag = Fragment::new(offset, i + 1 == count)
             .ok_or(WireError::Invalid { what: "fragment offset", value: offset.into() })?;
         let h = ForwardingHeader { fragment: frag, ..header.clone() };
@@ -99,7 +103,11 @@ impl Reassembler {
             return Err(WireError::TooLong { what: "reassembled message", len: end, max: self.max_message });
         }
         if self.held + piece.len() > self.max_held {
-            return Err(WireError::TooLong { what: "reassembly buffer", len: self.held + piece.len(), max: self.max_held });
+            return Err(WireError::TooLong {
+                what: "reassembly buffer",
+                len: self.held + piece.len(),
+                max: self.max_held,
+            });
         }
         let txid = header.transaction_id;
         let last = header.fragment.is_last();

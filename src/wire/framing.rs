@@ -6,11 +6,17 @@ use super::codec::{Codec, Reader, WireError, Writer};
 /// `FramedMessage` (§6.6.2): data (128) or ack (129).
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum FramedMessage {
-    Data { sequence: u32, message: Vec<u8> },
+    Data {
+        sequence: u32,
+        message: Vec<u8>,
+    },
     /// `received` has one bit per earlier sequence number: the least
     /// significant bit is `ack_sequence − 1`, the most significant
     /// `ack_sequence − 32` (the reading Wireshark's dissector implements).
-    Ack { ack_sequence: u32, received: u32 },
+    Ack {
+        ack_sequence: u32,
+        received: u32,
+    },
 }
 
 pub const FRAME_DATA: u8 = 128;

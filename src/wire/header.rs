@@ -25,7 +25,7 @@ impl Fragment {
     /// A fragment at `offset` bytes into the message body; offsets above
     /// 2^24 − 1 do not fit and are refused.
     pub fn new(offset: u32, last: bool) -> Option<Fragment> {
-        (offset <= 0xff_ffff).then(|| Fragment(0x8000_0000 | if last { 0x4000_0000 } else { 0 } | offset))
+        (offset <= 0xff_ffff).then_some(Fragment(0x8000_0000 | if last { 0x4000_0000 } else { 0 } | offset))
     }
 
     pub fn offset(self) -> u32 {
@@ -110,7 +110,12 @@ pub struct ForwardingHeader {
 
 impl ForwardingHeader {
     /// A fresh request header toward `destination_list`.
-    pub fn new(overlay: u32, configuration_sequence: u16, transaction_id: u64, destination_list: Vec<Destination>) -> Self {
+    pub fn new(
+        overlay: u32,
+        configuration_sequence: u16,
+        transaction_id: u64,
+        destination_list: Vec<Destination>,
+    ) -> Self {
         ForwardingHeader {
             overlay,
             configuration_sequence,

@@ -196,7 +196,11 @@ impl Message {
         self.contents.encode(&mut w);
         self.security.encode(&mut w);
         let total = w.len();
-        let len = u32::try_from(total).map_err(|_| WireError::TooLong { what: "message", len: total, max: u32::MAX as usize })?;
+        let len = u32::try_from(total).map_err(|_| WireError::TooLong {
+            what: "message",
+            len: total,
+            max: u32::MAX as usize,
+        })?;
         w.patch_u32(16, len);
         w.finish()
     }
@@ -231,7 +235,10 @@ impl<'a> RawMessage<'a> {
         let mut r = Reader::new(bytes);
         let header = ForwardingHeader::decode(&mut r)?;
         if usize::try_from(header.length).ok() != Some(bytes.len()) {
-            return Err(WireError::Malformed { what: "forwarding header", reason: "length does not match the message" });
+            return Err(WireError::Malformed {
+                what: "forwarding header",
+                reason: "length does not match the message",
+            });
         }
         let header_len = r.position();
         if !header.fragment.is_whole() {
@@ -249,7 +256,11 @@ impl<'a> RawMessage<'a> {
 
     /// The message code, read without decoding the body.
     pub fn code(&self) -> Option<MessageCode> {
-        let b = self.contents.get(..2)?;
-        Some(MessageCode(u16::from_be_bytes([*b.first()?, *b.get(1)?])))
+        Self::parse_code(self.contents).map(MessageCode)
+    }
+
+    /// The first two bytes of message contents as a code.
+    pub fn parse_code(contents: &[u8]) -> Option<u16> {
+        Some(u16::from_be_bytes([*contents.first()?, *contents.get(1)?]))
     }
 }

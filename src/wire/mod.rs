@@ -20,6 +20,6 @@ pub mod storage;
 pub mod topology;
 
 pub use codec::{Codec, Reader, WireError, Writer};
-pub use types::{Destination, IpAddressPort, KindId, NodeId, ResourceId, NODE_ID_LEN, overlay_hash};
 pub use header::{ForwardingHeader, ForwardingOption, Fragment};
 pub use message::{Body, Message, MessageCode, MessageContents, MessageExtension, RawMessage};
+pub use types::{Destination, IpAddressPort, KindId, NODE_ID_LEN, NodeId, ResourceId, overlay_hash};

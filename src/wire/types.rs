@@ -197,7 +197,10 @@ pub enum Destination {
     /// The 2-byte compressed form (first bit set) of an opaque id.
     Compressed(u16),
     /// A type this implementation does not know, kept so it round-trips.
-    Unknown { ty: u8, data: Vec<u8> },
+    Unknown {
+        ty: u8,
+        data: Vec<u8>,
+    },
 }
 
 impl Codec for Destination {
