@@ -42,7 +42,7 @@ fn run_sim(opts: &SimOptions) -> ExitCode {
     let started = Instant::now();
     let mut report = sim::run(opts);
     report.wall_s = Some(started.elapsed().as_secs_f64());
-    report.peak_rss_mb = sim::peak_rss_mb();
+    report.peak_rss_mb = peak_rss_mb();
     if opts.json {
         println!("{}", report.summary());
         println!("{}", report.to_json());
@@ -90,4 +90,12 @@ fn decode(hex_arg: Option<String>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`).
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
 }

@@ -47,6 +47,10 @@ fn cores_do_no_io() {
         }
         let text = fs::read_to_string(f).unwrap_or_default();
         for (n, line) in production_part(&text).lines().enumerate() {
+            // A reviewed exception carries its reason on the line itself.
+            if line.contains("// layering: allowed (") {
+                continue;
+            }
             let code = line.split("//").next().unwrap_or_default();
             for word in FORBIDDEN {
                 if code.contains(word) {

@@ -156,6 +156,8 @@ pub enum Outcome {
     Fetched {
         values: Vec<StoredDataValue>,
     },
+    /// Leave messages and hand-over Stores were sent (§10.9).
+    Left,
     LookedUp {
         responsible: NodeId,
         hops: u32,

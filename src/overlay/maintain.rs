@@ -7,6 +7,9 @@ use rand::RngExt;
 use tracing::{debug, info};
 
 use super::api::{ApiError, Event, RequestId};
+
+/// A join not finished in this time starts over (several reliability timers).
+const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 use super::chord::{FingerIndex, finger_target, in_half_open, in_open, random_in_finger_range, resource_point};
 use super::node::{OverlayNode, Phase, Purpose, UserOp};
 use crate::wire::attach::AttachReqAns;
@@ -42,6 +45,7 @@ impl OverlayNode {
             return;
         }
         self.phase = Phase::Joining { via, ap: None, join_sent: false };
+        self.join_deadline = Some(now + JOIN_TIMEOUT);
         self.ap_update_seen = false;
         self.early_update = None;
         let target = NodeId::from_u128(self.id.as_u128().wrapping_add(1)).to_resource();
@@ -51,6 +55,18 @@ impl OverlayNode {
             self.send_request(now, vec![Destination::Resource(target)], Body::AttachReq(req), Purpose::JoinAttach)
         {
             debug!(node = %self.id, error = %e, "could not start the join");
+        }
+    }
+
+    /// Starts the join again through a peer we still reach.
+    pub(super) fn restart_join(&mut self, now: Instant) {
+        let Phase::Joining { via, .. } = self.phase else { return };
+        self.phase = Phase::Idle;
+        self.attaching.clear();
+        let next = if self.links.contains(&via) { Some(via) } else { self.links.iter().next().copied() };
+        match next {
+            Some(peer) => self.start_join(now, peer),
+            None => self.emit(Event::Rejoining),
         }
     }
 
@@ -275,8 +291,9 @@ impl OverlayNode {
     /// §10.7.4.4: re-open a link to one cached peer we lost, so a partition
     /// that has healed is noticed by the successor check.
     fn reconnect_known(&mut self) {
-        let lost: Vec<usize> =
-            (0..self.known.len()).filter(|i| self.known.get(*i).is_some_and(|(n, _)| !self.links.contains(n))).collect();
+        let lost: Vec<usize> = (0..self.known.len())
+            .filter(|i| self.known.get(*i).is_some_and(|(n, _)| !self.links.contains(n)))
+            .collect();
         if lost.is_empty() {
             return;
         }
@@ -424,8 +441,8 @@ impl OverlayNode {
                 self.send_leave(now, *s, data);
             }
         }
+        // Pending Leave and hand-over Stores keep retransmitting (§6.2.1).
         self.phase = Phase::Left;
-        self.pending.clear();
         Ok(())
     }
 

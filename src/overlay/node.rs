@@ -113,6 +113,8 @@ pub struct OverlayNode {
     pub(super) known: Vec<(NodeId, Vec<crate::wire::attach::IceCandidate>)>,
     /// While joining: the admitting peer's neighbor lists have been seen.
     pub(super) ap_update_seen: bool,
+    /// A join still unfinished at this time starts over.
+    pub(super) join_deadline: Option<Instant>,
     pub(super) store: DataStore,
     pub(super) pending: BTreeMap<u64, Pending>,
     pub(super) answered: BTreeMap<u64, (Instant, Vec<u8>)>,
@@ -161,6 +163,7 @@ impl OverlayNode {
             admitting: None,
             early_update: None,
             ap_update_seen: false,
+            join_deadline: None,
             known: Vec::new(),
             store,
             pending: BTreeMap::new(),
@@ -221,7 +224,10 @@ impl OverlayNode {
                 }
                 self.start_join(now, via);
             }
-            Command::Leave => self.leave(now)?,
+            Command::Leave => {
+                self.leave(now)?;
+                self.complete(id, Outcome::Left);
+            }
             Command::Store { resource_name, kind, value, lifetime_s } => {
                 self.require_joined()?;
                 self.store_value(now, id, &resource_name, kind, value, lifetime_s)?;
@@ -262,9 +268,6 @@ impl OverlayNode {
     /// Bytes received on the link to `from`. Never fails: malformed input
     /// is counted and dropped, illegal requests get a RELOAD error.
     pub fn handle_input(&mut self, now: Instant, from: NodeId, bytes: &[u8]) {
-        if self.phase == Phase::Left {
-            return;
-        }
         self.counters.messages_received += 1;
         match self.reassembler.push(now, bytes) {
             Ok(Reassembly::Complete(whole)) => self.process(now, Some(from), whole),
@@ -279,6 +282,12 @@ impl OverlayNode {
 
     pub fn handle_timeout(&mut self, now: Instant) {
         self.retransmit_due(now);
+        if let (Phase::Joining { .. }, Some(deadline)) = (self.phase, self.join_deadline)
+            && deadline <= now
+        {
+            // §10.5 gives no timer; without one a lost Update strands us.
+            self.restart_join(now);
+        }
         self.answered.retain(|_, (until, _)| *until > now);
         self.reassembler.handle_timeout(now);
         let wall = self.wall_ms(now);
@@ -315,6 +324,7 @@ impl OverlayNode {
         };
         offer(self.pending.values().map(|p| p.deadline).min(), TimerReason::Retransmit);
         offer(self.next_stabilize, TimerReason::Stabilize);
+        offer(self.join_deadline.filter(|_| matches!(self.phase, Phase::Joining { .. })), TimerReason::Retransmit);
         offer(self.next_finger, TimerReason::FingerRefresh);
         offer(self.replicate_at, TimerReason::Replication);
         offer(self.answered.values().map(|(t, _)| *t).min(), TimerReason::Expiry);
@@ -575,6 +585,10 @@ impl OverlayNode {
         point: NodeId,
         exact: Option<NodeId>,
     ) {
+        // A peer that left forwards only its own outstanding requests.
+        if self.phase == Phase::Left && !self.pending.contains_key(&header.transaction_id) {
+            return;
+        }
         let is_request = raw.code().is_some_and(|c| c.is_request());
         if header.ttl == 0 {
             if is_request {
@@ -672,6 +686,9 @@ impl OverlayNode {
             }
         };
         if parsed.code().is_request() {
+            if self.phase == Phase::Left {
+                return;
+            }
             if let Some((_, cached)) = self.answered.get(&header.transaction_id) {
                 let cached = cached.clone();
                 return self.process(now, None, cached);

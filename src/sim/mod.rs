@@ -31,10 +31,10 @@ mod workload;
 mod world;
 
 pub use fast_crypto::{FAST_ALGORITHM, FastCrypto, user_name};
+pub use options::{CryptoMode, SimOptions};
 pub use real_crypto::{RealCrypto, SimPki};
 pub use reference::RingCheck;
-pub use report::{Metrics, NodeTotals, SimReport, peak_rss_mb};
-pub use options::{CryptoMode, SimOptions};
+pub use report::{Metrics, NodeTotals, SimReport};
 pub use scenario::{run, try_run};
 pub use world::{SIM_EPOCH_MS, Simulation};
 

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::net::{Micros, US_PER_S};
-use super::reference::RingCheck;
 use super::options::{CryptoMode, SimOptions};
+use super::reference::RingCheck;
 use super::world::Simulation;
 use crate::overlay::node::Counters;
 
@@ -158,6 +158,8 @@ pub struct SimReport {
     pub lookup_correct_rate: Option<f64>,
     pub hops_mean: Option<f64>,
     pub hops_p99: Option<u64>,
+    /// Completed lookups by hop count (index = hops).
+    pub hops_histogram: Vec<u64>,
     pub stores: u64,
     pub stores_ok: u64,
     /// Stores not issued: no joined peer without a record could be found.
@@ -286,14 +288,6 @@ impl SimReport {
     }
 }
 
-/// Peak resident set size of this process (Linux `VmHWM`), for the CLI.
-pub fn peak_rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
-
 /// Assembles the report once the final checks have run.
 pub(super) fn build(sim: &Simulation, ring: RingCheck) -> SimReport {
     let m = &sim.metrics;
@@ -315,6 +309,8 @@ pub(super) fn build(sim: &Simulation, ring: RingCheck) -> SimReport {
     r.lookup_correct_rate = rate(m.lookups_correct, m.lookups);
     r.hops_mean = m.hops_mean();
     r.hops_p99 = m.hops_quantile(0.99);
+    r.hops_histogram = m.hops.clone();
+    r.hops_histogram = m.hops.clone();
     r.stores = m.stores;
     r.stores_ok = m.stores_ok;
     r.stores_skipped = m.stores_skipped;
@@ -401,6 +397,8 @@ mod tests {
             "lookup_success_rate",
             "hops_mean",
             "hops_p99",
+            "hops_histogram",
+            "hops_histogram",
             "stores",
             "fetch_success_rate",
             "records_lost_with_live_replica",

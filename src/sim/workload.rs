@@ -42,7 +42,14 @@ impl Simulation {
         let resource = ResourceId::from_name(&name);
         let point = NodeId(resource.0.as_slice().try_into().unwrap_or_default());
         let rec = self.work.records.len();
-        self.work.records.push(Record { resource, point, value: value.clone(), acked: false, final_fetch: None, holders: Vec::new() });
+        self.work.records.push(Record {
+            resource,
+            point,
+            value: value.clone(),
+            acked: false,
+            final_fetch: None,
+            holders: Vec::new(),
+        });
         if let Some(sl) = self.slot_mut(s) {
             sl.stored = true;
         }
@@ -159,15 +166,14 @@ impl Simulation {
             self.metrics.fetches_ok += 1;
         }
     }
-
 }
 
 /// Whether a Fetch returned the stored value.
 fn fetched(outcome: &Outcome, expected: &[u8]) -> bool {
     match outcome {
-        Outcome::Fetched { values } => values.iter().any(|v| {
-            matches!(v, StoredDataValue::Single(DataValue { exists: true, value }) if value.as_slice() == expected)
-        }),
+        Outcome::Fetched { values } => values.iter().any(
+            |v| matches!(v, StoredDataValue::Single(DataValue { exists: true, value }) if value.as_slice() == expected),
+        ),
         _ => false,
     }
 }
@@ -187,7 +193,6 @@ fn outcome_text(o: &Outcome) -> String {
         other => format!("unexpected {other:?}"),
     }
 }
-
 
 #[cfg(test)]
 mod tests {

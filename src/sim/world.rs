@@ -12,10 +12,10 @@ use rand_chacha::ChaCha8Rng;
 use super::SimError;
 use super::fast_crypto::{FastCrypto, user_name};
 use super::net::{Ev, Micros, Network, Queue, SlotId, Step, US_PER_S};
+use super::options::{CryptoMode, SimOptions};
 use super::real_crypto::SimPki;
 use super::reference::{self, RingCheck};
 use super::report::Metrics;
-use super::options::{CryptoMode, SimOptions};
 use super::scenario::Workload;
 use crate::overlay::{
     ApiError, Command, Event, Outcome, OverlayConfig, OverlayCrypto, OverlayNode, RequestId, Transmit,
@@ -116,8 +116,9 @@ impl Simulation {
         Ok(Simulation {
             opts: opts.clone(),
             config,
-            // The one clock read: a base that virtual offsets are added to.
-            base: Instant::now(),
+            // The one clock read: a base that virtual offsets are added to;
+            // never read again, so runs stay deterministic.
+            base: Instant::now(), // layering: allowed (anchor for virtual time)
             now: 0,
             queue: Queue::default(),
             net,
