@@ -264,3 +264,131 @@ impl<'a> RawMessage<'a> {
         Some(u16::from_be_bytes([*contents.first()?, *contents.get(1)?]))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::wire::attach::strategies as at;
+    use crate::wire::error::strategies as er;
+    use crate::wire::security_block::strategies as sb;
+    use crate::wire::storage::strategies as st;
+    use crate::wire::topology::strategies as tp;
+    use crate::wire::types::{Destination, NodeId, ResourceId};
+
+    /// Every body variant, so the property covers every message code.
+    fn body() -> impl Strategy<Value = Body> {
+        prop_oneof![
+            tp::probe_req().prop_map(Body::ProbeReq),
+            tp::probe_ans().prop_map(Body::ProbeAns),
+            at::attach_req_ans().prop_map(Body::AttachReq),
+            at::attach_req_ans().prop_map(Body::AttachAns),
+            st::store_req().prop_map(Body::StoreReq),
+            st::store_ans().prop_map(Body::StoreAns),
+            st::fetch_req().prop_map(Body::FetchReq),
+            st::fetch_ans().prop_map(Body::FetchAns),
+            st::find_req().prop_map(Body::FindReq),
+            st::find_ans().prop_map(Body::FindAns),
+            tp::join_req().prop_map(Body::JoinReq),
+            tp::join_ans().prop_map(Body::JoinAns),
+            tp::leave_req().prop_map(Body::LeaveReq),
+            tp::leave_ans().prop_map(Body::LeaveAns),
+            tp::update_req().prop_map(Body::UpdateReq),
+            tp::update_ans().prop_map(Body::UpdateAns),
+            tp::route_query_req().prop_map(Body::RouteQueryReq),
+            tp::route_query_ans().prop_map(Body::RouteQueryAns),
+            tp::ping_req().prop_map(Body::PingReq),
+            tp::ping_ans().prop_map(Body::PingAns),
+            st::stat_req().prop_map(Body::StatReq),
+            st::stat_ans().prop_map(Body::StatAns),
+            at::app_attach_req().prop_map(Body::AppAttachReq),
+            at::app_attach_ans().prop_map(Body::AppAttachAns),
+            tp::config_update_req().prop_map(Body::ConfigUpdateReq),
+            tp::config_update_ans().prop_map(Body::ConfigUpdateAns),
+            er::error_response().prop_map(Body::Error),
+            // Unassigned codes (0x05, 0x0b, 0x1b, 0x23) are kept verbatim.
+            (prop::sample::select(vec![0x05u16, 0x0b, 0x1b, 0x23]), prop::collection::vec(any::<u8>(), 0..16))
+                .prop_map(|(code, body)| Body::Unknown { code, body }),
+        ]
+    }
+
+    fn message() -> impl Strategy<Value = Message> {
+        let dest = prop_oneof![
+            any::<u128>().prop_map(|v| Destination::Node(NodeId::from_u128(v))),
+            prop::array::uniform16(any::<u8>()).prop_map(|b| Destination::Resource(ResourceId(b.to_vec()))),
+        ];
+        (
+            any::<u32>(),
+            any::<u64>(),
+            1u8..=100,
+            prop::collection::vec(dest.clone(), 0..3),
+            prop::collection::vec(dest, 1..3),
+            body(),
+            prop::collection::vec(
+                (any::<u16>(), any::<bool>(), prop::collection::vec(any::<u8>(), 0..8)).prop_map(
+                    |(extension_type, critical, content)| MessageExtension { extension_type, critical, content },
+                ),
+                0..2,
+            ),
+            sb::security_block(),
+        )
+            .prop_map(|(overlay, txid, ttl, via, dest, body, extensions, security)| {
+                let mut header = ForwardingHeader::new(overlay, 1, txid, dest);
+                header.ttl = ttl;
+                header.via_list = via;
+                Message { header, contents: MessageContents { body, extensions }, security }
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn every_message_round_trips(m in message()) {
+            let bytes = m.encode().unwrap();
+            let back = Message::decode(&bytes).unwrap();
+            // The header's length is filled in by encode.
+            prop_assert_eq!(back.header.length as usize, bytes.len());
+            let mut expected = m.clone();
+            expected.header.length = back.header.length;
+            prop_assert_eq!(&back, &expected);
+            prop_assert_eq!(back.encode().unwrap(), bytes);
+        }
+
+        #[test]
+        fn truncations_and_garbage_are_errors_not_panics(m in message(), cut in any::<prop::sample::Index>(), junk in prop::collection::vec(any::<u8>(), 0..64)) {
+            let bytes = m.encode().unwrap();
+            let n = cut.index(bytes.len());
+            prop_assert!(Message::decode(&bytes[..n]).is_err());
+            let _ = Message::decode(&junk);
+            let _ = RawMessage::parse(&junk);
+        }
+    }
+
+    #[test]
+    fn every_code_is_named_and_requests_pair_with_answers() {
+        for code in MessageCode::ALL {
+            assert!(code.name().is_some(), "{code:?}");
+            if code.is_request() {
+                assert!(MessageCode::ALL.contains(&code.answer()), "{code:?} has no answer code");
+            }
+        }
+        assert_eq!(MessageCode::ALL.len(), 27);
+    }
+
+    #[test]
+    fn a_fragment_must_be_reassembled_first() {
+        let h = ForwardingHeader::new(1, 1, 9, vec![Destination::Node(NodeId::from_u128(1))]);
+        let m = Message {
+            header: h,
+            contents: MessageContents::new(Body::PingReq(crate::wire::topology::PingReq { padding: vec![0; 600] })),
+            security: crate::wire::security_block::SecurityBlock {
+                certificates: vec![],
+                signature: crate::wire::security_block::Signature::none(),
+            },
+        };
+        let bytes = m.encode().unwrap();
+        let frags = crate::wire::fragment::fragment(&bytes, 400).unwrap();
+        assert!(frags.len() > 1);
+        assert!(Message::decode(&frags[0]).is_err());
+    }
+}
