@@ -6,7 +6,9 @@ set -euo pipefail
 WITH_100K="${1:-}"
 cd "$(dirname "$0")/../.."
 cargo build --release --quiet
-BIN=target/release/chordphone
+# A private copy, so a rebuild during the run cannot mix binaries.
+BIN=$(mktemp -d)/chordphone
+cp target/release/chordphone "$BIN"
 
 run() {
     local name=$1; shift

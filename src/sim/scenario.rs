@@ -37,6 +37,8 @@ impl Simulation {
         self.work.phase = Phase::Quiesce;
         self.run_until(end + secs_to_us(self.opts.quiesce));
         let ring = self.final_check();
+        // Node-seconds since the last join or departure count too.
+        self.note_live_change();
         report::build(self, ring)
     }
 }
