@@ -196,13 +196,15 @@ impl OverlayNode {
             }
         }
         if self.phase == Phase::Joined && !self.config.client && self.table.neighbors().is_empty() {
-            self.rejoin(now);
+            self.rejoin(now, peer);
         }
     }
 
     /// §10.7.1: every successor lost; join again through any peer we reach.
-    fn rejoin(&mut self, now: Instant) {
-        let Some(via) = self.links.iter().next().copied() else {
+    fn rejoin(&mut self, now: Instant, gone: NodeId) {
+        // Never through the peer just lost (a leaving peer's link may
+        // still be up when its Leave arrives).
+        let Some(via) = self.links.iter().copied().find(|p| *p != gone) else {
             // Nobody left: we are the ring.
             return;
         };
