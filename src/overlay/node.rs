@@ -31,7 +31,7 @@ const HOST_CACHE: usize = 16;
 const ANSWER_CACHE: Duration = Duration::from_secs(15);
 
 /// Counters a runtime exports (Prometheus) and the simulator sums.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counters {
     pub messages_sent: u64,
     pub messages_received: u64,
@@ -130,6 +130,21 @@ pub struct OverlayNode {
     pub(super) events: VecDeque<Event>,
     pub(super) next_request: u64,
     pub(super) counters: Counters,
+}
+
+impl Counters {
+    /// Adds another node's counters (totals over many nodes).
+    pub fn add(&mut self, c: &Counters) {
+        self.messages_sent += c.messages_sent;
+        self.messages_received += c.messages_received;
+        self.forwarded += c.forwarded;
+        self.dropped_malformed += c.dropped_malformed;
+        self.dropped_signature += c.dropped_signature;
+        self.dropped_unroutable += c.dropped_unroutable;
+        self.retransmissions += c.retransmissions;
+        self.transactions_failed += c.transactions_failed;
+        self.errors_sent += c.errors_sent;
+    }
 }
 
 impl OverlayNode {

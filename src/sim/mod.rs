@@ -34,7 +34,7 @@ pub use fast_crypto::{FAST_ALGORITHM, FastCrypto, user_name};
 pub use options::{CryptoMode, SimOptions};
 pub use real_crypto::{RealCrypto, SimPki};
 pub use reference::RingCheck;
-pub use report::{Metrics, NodeTotals, SimReport};
+pub use report::{Metrics, SimReport};
 pub use scenario::{run, try_run};
 pub use world::{SIM_EPOCH_MS, Simulation};
 

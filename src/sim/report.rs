@@ -59,33 +59,10 @@ pub struct Metrics {
     /// Live-node microseconds, for per-node rates.
     pub node_us: u128,
     /// The machines' own counters, summed over nodes already gone.
-    pub departed_totals: NodeTotals,
+    pub departed_totals: Counters,
 }
 
 /// The node machines' own counters, summed over every node.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct NodeTotals {
-    pub forwarded: u64,
-    pub dropped_malformed: u64,
-    pub dropped_signature: u64,
-    pub dropped_unroutable: u64,
-    pub retransmissions: u64,
-    pub transactions_failed: u64,
-    pub errors_sent: u64,
-}
-
-impl NodeTotals {
-    pub(super) fn add(&mut self, c: &Counters) {
-        self.forwarded += c.forwarded;
-        self.dropped_malformed += c.dropped_malformed;
-        self.dropped_signature += c.dropped_signature;
-        self.dropped_unroutable += c.dropped_unroutable;
-        self.retransmissions += c.retransmissions;
-        self.transactions_failed += c.transactions_failed;
-        self.errors_sent += c.errors_sent;
-    }
-}
-
 impl Metrics {
     pub(super) fn note_join(&mut self, took: Micros) {
         self.joins += 1;
@@ -204,7 +181,7 @@ pub struct SimReport {
     pub events: u64,
     pub failures: BTreeMap<String, u64>,
     /// The node machines' counters summed over every node that ever ran.
-    pub node_totals: NodeTotals,
+    pub node_totals: Counters,
     /// Why the simulation could not run, if it could not.
     pub error: Option<String>,
     pub wall_s: Option<f64>,
