@@ -275,18 +275,23 @@ impl OverlayNode {
         origin: NodeId,
     ) {
         let replica = req.replica_number > 0;
-        if !replica && !self.responsible_for(&req.resource) {
+        let responsible = self.responsible_for(&req.resource);
+        if !replica && !responsible {
             return self.respond_error(now, header, ErrorCode::NOT_FOUND, "not responsible for this resource");
         }
-        // Replica and hand-over stores come from our neighbors (§10.4, §10.5).
-        let from_neighbor = self.table.neighbors().contains(origin) || self.links.contains(&origin);
+        // Replica and hand-over Stores come from our neighbors (§10.4,
+        // §10.5); a copy handed back to the responsible peer by a former
+        // replica holder is accepted too. Either way every value's own
+        // signature and access policy are checked by verify_store.
+        let plausible = self.table.neighbors().contains(origin) || self.links.contains(&origin) || responsible;
         let wall = self.wall_ms(now);
         let resource = req.resource.clone();
-        let token =
-            match verify_store(req, signer, security, self.crypto.as_ref(), &self.config.kinds, from_neighbor, wall) {
-                Ok(t) => t,
-                Err(e) => return self.respond(now, header, Body::Error(e), &[]),
-            };
+        let had = req.kind_data.iter().all(|k| self.store.holds(&resource, k.kind));
+        let token = match verify_store(req, signer, security, self.crypto.as_ref(), &self.config.kinds, plausible, wall)
+        {
+            Ok(t) => t,
+            Err(e) => return self.respond(now, header, Body::Error(e), &[]),
+        };
         match self.store.apply(token, wall) {
             Ok(mut ans) => {
                 let replicas: Vec<NodeId> = self.table.neighbors().replica_peers().to_vec();
@@ -296,7 +301,8 @@ impl OverlayNode {
                     }
                 }
                 self.respond(now, header, Body::StoreAns(ans), &[]);
-                if !replica || self.responsible_for(&resource) {
+                // New data here, or an original store: pass it on (§10.4).
+                if !replica || (responsible && !had) {
                     self.replicate_resource(now, &resource, &replicas);
                 }
             }

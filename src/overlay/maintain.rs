@@ -287,7 +287,28 @@ impl OverlayNode {
         }
         self.reconnect_known();
         self.check_successor(now);
+        self.hand_back_copies(now);
         self.drop_foreign_copies();
+    }
+
+    /// Anti-entropy: every copy we hold of a resource we are not
+    /// responsible for is offered to the peer that is; it keeps nothing new
+    /// twice (identical replica stores are no-ops) and re-replicates what
+    /// it lacked. Closes the gaps joins and crashes leave in hand-over.
+    fn hand_back_copies(&mut self, now: Instant) {
+        let wall = self.wall_ms(now);
+        for resource in self.store.resources() {
+            if self.responsible_for(&resource) {
+                continue;
+            }
+            if let Some((req, certs)) = self.store.replica_store_for(&resource, 1, wall) {
+                let body = Body::StoreReq(req);
+                let route = vec![Destination::Resource(resource)];
+                if let Err(e) = self.send_request_with(now, route, body, Purpose::Maintenance, &certs) {
+                    debug!(node = %self.id, error = %e, "could not hand a copy back");
+                }
+            }
+        }
     }
 
     /// §10.7.4.4: re-open a link to one cached peer we lost, so a partition
