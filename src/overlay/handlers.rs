@@ -49,7 +49,8 @@ impl OverlayNode {
                 if !signer.node_ids.contains(&req.joining_peer_id) {
                     return self.respond_error(now, &header, ErrorCode::FORBIDDEN, "joining id is not the signer's");
                 }
-                self.on_join(now, req.joining_peer_id);
+                // §10.5 at the admitting peer: the joining node becomes our predecessor.
+                self.offer(req.joining_peer_id);
                 self.respond(now, &header, Body::JoinAns(JoinAns::default()), &[]);
             }
             Body::UpdateReq(req) => {
@@ -190,7 +191,7 @@ impl OverlayNode {
                 {
                     self.attaching.insert(peer);
                     if self.links.contains(&peer) {
-                        self.offer(now, peer);
+                        self.offer(peer);
                     }
                 }
             }
@@ -214,16 +215,7 @@ impl OverlayNode {
             Purpose::User(id, _) => self.complete(id, Outcome::Failed(failure)),
             Purpose::JoinAttach | Purpose::Join => {
                 // Start over through whichever peer we still reach (§10.5 fallback).
-                if let Phase::Joining { via, .. } = self.phase {
-                    self.phase = Phase::Idle;
-                    if self.links.contains(&via) {
-                        self.start_join(now, via);
-                    } else if let Some(other) = self.links.iter().next().copied() {
-                        self.start_join(now, other);
-                    } else {
-                        self.emit(Event::Rejoining);
-                    }
-                }
+                self.restart_join(now, None);
             }
             Purpose::NeighborAttach(peer) => {
                 self.attaching.remove(&peer);
@@ -310,13 +302,6 @@ impl OverlayNode {
         }
     }
 
-    /// §10.5 at the admitting peer: the joining node becomes our predecessor.
-    fn on_join(&mut self, now: Instant, joiner: NodeId) {
-        if self.links.contains(&joiner) {
-            self.offer(now, joiner);
-        }
-    }
-
     /// §10.7: merge what a neighbor tells us about its neighborhood.
     pub(super) fn on_update(&mut self, now: Instant, sender: NodeId, req: UpdateReq) {
         let (preds, succs, fingers) = match req.data {
@@ -338,7 +323,7 @@ impl OverlayNode {
             return;
         }
         if self.links.contains(&sender) && sender != self.id {
-            self.offer(now, sender);
+            self.offer(sender);
         }
         for peer in preds.into_iter().chain(succs).chain(fingers) {
             self.consider(now, sender, peer);

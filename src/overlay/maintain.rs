@@ -59,15 +59,30 @@ impl OverlayNode {
     }
 
     /// Starts the join again through a peer we still reach.
-    pub(super) fn restart_join(&mut self, now: Instant) {
-        let Phase::Joining { via, .. } = self.phase else { return };
+    /// Never through `avoid`, the peer just lost (a leaving peer's link may
+    /// still be up when its Leave arrives).
+    pub(super) fn restart_join(&mut self, now: Instant, avoid: Option<NodeId>) {
+        if !matches!(self.phase, Phase::Joining { .. }) {
+            return;
+        }
+        let next = self.join_candidate(avoid);
         self.phase = Phase::Idle;
         self.attaching.clear();
-        let next = if self.links.contains(&via) { Some(via) } else { self.links.iter().next().copied() };
         match next {
             Some(peer) => self.start_join(now, peer),
             None => self.emit(Event::Rejoining),
         }
+    }
+
+    /// A linked peer to join through: the current bootstrap peer while it is
+    /// linked, otherwise any other, never `avoid`.
+    fn join_candidate(&self, avoid: Option<NodeId>) -> Option<NodeId> {
+        let usable = |p: &NodeId| self.links.contains(p) && Some(*p) != avoid;
+        let via = match self.phase {
+            Phase::Joining { via, .. } => Some(via).filter(usable),
+            _ => None,
+        };
+        via.or_else(|| self.links.iter().copied().find(usable))
     }
 
     /// §10.5 step 3: the admitting peer's full Update names our neighbors.
@@ -120,13 +135,13 @@ impl OverlayNode {
             // Only peers we attached to as ring members (learned from a
             // neighbor's Update) enter the table on link-up; the other side
             // of an Attach waits for its Join or Update (§6.5.1).
-            Phase::Joined if self.attaching.remove(&peer) => self.offer(now, peer),
+            Phase::Joined if self.attaching.remove(&peer) => self.offer(peer),
             _ => {}
         }
     }
 
     /// A linked peer enters the routing table if it improves it.
-    pub(super) fn offer(&mut self, now: Instant, peer: NodeId) {
+    pub(super) fn offer(&mut self, peer: NodeId) {
         if self.config.client || peer == self.id || !self.links.contains(&peer) {
             return;
         }
@@ -134,7 +149,6 @@ impl OverlayNode {
         if change.neighbors {
             self.neighbors_dirty = true;
         }
-        let _ = now;
     }
 
     /// A peer a neighbor told us about: Attach to it if it would help.
@@ -143,7 +157,7 @@ impl OverlayNode {
             return;
         }
         if self.links.contains(&peer) {
-            return self.offer(now, peer);
+            return self.offer(peer);
         }
         if self.attaching.insert(peer) {
             let route = if self.links.contains(&told_by) && told_by != peer {
@@ -188,12 +202,7 @@ impl OverlayNode {
             && (via == peer || ap == Some(peer))
         {
             // Lost the peer we were joining through: start again elsewhere.
-            self.phase = Phase::Idle;
-            if let Some(other) = self.links.iter().next().copied() {
-                self.start_join(now, other);
-            } else {
-                self.emit(Event::Rejoining);
-            }
+            self.restart_join(now, Some(peer));
         }
         if self.phase == Phase::Joined && !self.config.client && self.table.neighbors().is_empty() {
             self.rejoin(now, peer);
@@ -202,9 +211,7 @@ impl OverlayNode {
 
     /// §10.7.1: every successor lost; join again through any peer we reach.
     fn rejoin(&mut self, now: Instant, gone: NodeId) {
-        // Never through the peer just lost (a leaving peer's link may
-        // still be up when its Leave arrives).
-        let Some(via) = self.links.iter().copied().find(|p| *p != gone) else {
+        let Some(via) = self.join_candidate(Some(gone)) else {
             // Nobody left: we are the ring.
             return;
         };
@@ -302,11 +309,7 @@ impl OverlayNode {
                 continue;
             }
             if let Some((req, certs)) = self.store.replica_store_for(&resource, 1, wall) {
-                let body = Body::StoreReq(req);
-                let route = vec![Destination::Resource(resource)];
-                if let Err(e) = self.send_request_with(now, route, body, Purpose::Maintenance, &certs) {
-                    debug!(node = %self.id, error = %e, "could not hand a copy back");
-                }
+                self.send_store(now, vec![Destination::Resource(resource)], req, &certs);
             }
         }
     }
@@ -387,13 +390,13 @@ impl OverlayNode {
     /// Stores our copy of `resource` on each of `targets` (replica_number i).
     pub(super) fn replicate_resource(&mut self, now: Instant, resource: &ResourceId, targets: &[NodeId]) {
         let wall = self.wall_ms(now);
+        let Some((req, certs)) = self.store.replica_store_for(resource, 1, wall) else { return };
         for (i, peer) in targets.iter().enumerate() {
             if *peer == self.id {
                 continue;
             }
-            let number = u8::try_from(i + 1).unwrap_or(u8::MAX);
-            let Some((req, certs)) = self.store.replica_store_for(resource, number, wall) else { return };
-            self.send_store(now, *peer, req, &certs);
+            let replica_number = u8::try_from(i + 1).unwrap_or(u8::MAX);
+            self.send_store(now, vec![Destination::Node(*peer)], StoreReq { replica_number, ..req.clone() }, &certs);
         }
     }
 
@@ -405,7 +408,7 @@ impl OverlayNode {
             if in_half_open(point, old, new)
                 && let Some((req, certs)) = self.store.replica_store_for(&resource, 1, wall)
             {
-                self.send_store(now, new, req, &certs);
+                self.send_store(now, vec![Destination::Node(new)], req, &certs);
             }
         }
     }
@@ -413,13 +416,13 @@ impl OverlayNode {
     fn send_store(
         &mut self,
         now: Instant,
-        to: NodeId,
+        route: Vec<Destination>,
         req: StoreReq,
         certs: &[crate::wire::security_block::GenericCertificate],
     ) {
         // Replica stores carry the value signers' certificates (§6.3.4).
         let body = Body::StoreReq(req);
-        if let Err(e) = self.send_request_with(now, vec![Destination::Node(to)], body, Purpose::Maintenance, certs) {
+        if let Err(e) = self.send_request_with(now, route, body, Purpose::Maintenance, certs) {
             debug!(node = %self.id, error = %e, "could not send a replica Store");
         }
     }
@@ -448,7 +451,7 @@ impl OverlayNode {
                 let wall = self.wall_ms(now);
                 for resource in self.store.resources() {
                     if let Some((req, certs)) = self.store.replica_store_for(&resource, 1, wall) {
-                        self.send_store(now, succ, req, &certs);
+                        self.send_store(now, vec![Destination::Node(succ)], req, &certs);
                     }
                 }
             }

@@ -301,7 +301,7 @@ impl OverlayNode {
             && deadline <= now
         {
             // §10.5 gives no timer; without one a lost Update strands us.
-            self.restart_join(now);
+            self.restart_join(now, None);
         }
         self.answered.retain(|_, (until, _)| *until > now);
         self.reassembler.handle_timeout(now);

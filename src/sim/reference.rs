@@ -51,15 +51,6 @@ pub(super) fn check_ring(sim: &Simulation) -> RingCheck {
         let succ = ids.get((i + 1) % n).map(|p| p.0);
         let pred = ids.get((i + n - 1) % n).map(|p| p.0);
         if !neighbor_ok(node.successors().first(), succ, *id) {
-            if std::env::var_os("CP_DEBUG_RING").is_some() {
-                eprintln!(
-                    "wrong succ at {id}: has {:?} want {:?} preds {:?} links {}",
-                    node.successors(),
-                    succ,
-                    node.predecessors(),
-                    node.links().len()
-                );
-            }
             check.wrong_successor += 1;
         }
         if !neighbor_ok(node.predecessors().first(), pred, *id) {
