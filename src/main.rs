@@ -4,6 +4,7 @@ use std::io::Read;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use chordphone::node::cli as nodecli;
 use chordphone::sim::{self, SimOptions};
 use chordphone::wire::{Message, RawMessage};
 use clap::{Parser, Subcommand};
@@ -24,17 +25,51 @@ enum Cmd {
         /// The message as hex; read raw bytes from standard input when absent.
         hex: Option<String>,
     },
+    /// Create and run an overlay: its CA, configuration document, enrollment server.
+    #[command(subcommand)]
+    Overlay(nodecli::OverlayCmd),
+    /// Issue a node certificate (locally with the overlay CA, or from an enrollment server).
+    Enroll(nodecli::EnrollArgs),
+    /// Run an overlay peer (or, with --client, a non-routing client).
+    Node(nodecli::NodeArgs),
+    /// Show a running node's ring, links and records.
+    Status(nodecli::StatusArgs),
+    /// Store VALUE under NAME (the test kind: NAME must be the node certificate's user name).
+    Store(nodecli::StoreArgs),
+    /// Fetch the value stored under NAME.
+    Fetch(nodecli::NameArgs),
+    /// Which peer is responsible for NAME, and the route a request takes there.
+    Lookup(nodecli::NameArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
-    match cli.command {
-        Cmd::Sim(opts) => run_sim(&opts),
-        Cmd::Decode { hex } => decode(hex),
+    // `node` logs at info unless RUST_LOG says otherwise; tools stay quiet.
+    let default_level = match &cli.command {
+        Cmd::Node(_) => "info",
+        Cmd::Overlay(nodecli::OverlayCmd::Serve(_)) => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let result = match cli.command {
+        Cmd::Sim(opts) => return run_sim(&opts),
+        Cmd::Decode { hex } => return decode(hex),
+        Cmd::Overlay(cmd) => nodecli::overlay(cmd),
+        Cmd::Enroll(args) => nodecli::enroll(args),
+        Cmd::Node(args) => nodecli::node(args),
+        Cmd::Status(args) => nodecli::status(args),
+        Cmd::Store(args) => nodecli::store(args),
+        Cmd::Fetch(args) => nodecli::fetch(args),
+        Cmd::Lookup(args) => nodecli::lookup(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chordphone: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

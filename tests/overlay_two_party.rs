@@ -166,7 +166,7 @@ fn two_peers_join_store_and_fetch_across() {
     // A lookup of a point just after `a` belongs to `b`.
     let point = NodeId::from_u128((1 << 100) + 1).to_resource();
     match net.command(a, Command::Lookup { resource: point }) {
-        Outcome::LookedUp { responsible, hops } => {
+        Outcome::LookedUp { responsible, hops, .. } => {
             assert_eq!(responsible, b);
             assert_eq!(hops, 1);
         }

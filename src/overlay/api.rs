@@ -161,6 +161,9 @@ pub enum Outcome {
     LookedUp {
         responsible: NodeId,
         hops: u32,
+        /// The peers the request passed through, first hop first; the
+        /// responsible peer is the last hop (empty when we are responsible).
+        route: Vec<NodeId>,
     },
     Failed(Failure),
 }

@@ -137,6 +137,7 @@ impl OverlayNode {
         security: SecurityBlock,
         signer: Signer,
         hops: u32,
+        route: Vec<NodeId>,
     ) {
         if let Body::Error(e) = &body {
             let reason = e.reason().unwrap_or_default().to_string();
@@ -146,7 +147,7 @@ impl OverlayNode {
         match (purpose, body) {
             (Purpose::User(id, UserOp::Lookup), Body::PingAns(_)) => {
                 let responsible = responder.unwrap_or(self.id);
-                self.complete(id, Outcome::LookedUp { responsible, hops });
+                self.complete(id, Outcome::LookedUp { responsible, hops, route });
             }
             (Purpose::User(id, UserOp::Store), Body::StoreAns(ans)) => {
                 let first = ans.kind_responses.first();
@@ -174,7 +175,10 @@ impl OverlayNode {
                 }
                 self.complete(id, Outcome::Fetched { values });
             }
-            (Purpose::JoinAttach, Body::AttachAns(_)) => {
+            (Purpose::JoinAttach, Body::AttachAns(ans)) => {
+                if let Some(ap) = responder {
+                    self.learn_candidates(ap, &ans.candidates);
+                }
                 if let (Phase::Joining { via, join_sent, .. }, Some(ap)) = (self.phase, responder) {
                     self.phase = Phase::Joining { via, ap: Some(ap), join_sent };
                     // Its Update may have overtaken this answer.
@@ -185,10 +189,11 @@ impl OverlayNode {
                     }
                 }
             }
-            (Purpose::NeighborAttach(_), Body::AttachAns(_)) | (Purpose::FingerAttach, Body::AttachAns(_)) => {
+            (Purpose::NeighborAttach(_), Body::AttachAns(ans)) | (Purpose::FingerAttach, Body::AttachAns(ans)) => {
                 if let Some(peer) = responder
                     && peer != self.id
                 {
+                    self.learn_candidates(peer, &ans.candidates);
                     self.attaching.insert(peer);
                     if self.links.contains(&peer) {
                         self.offer(peer);
@@ -244,6 +249,8 @@ impl OverlayNode {
         let ans =
             AttachReqAns::answer(b"chordphone".to_vec(), b"chordphone".to_vec(), self.config.candidates.clone(), false);
         self.respond(now, header, Body::AttachAns(ans), &[]);
+        // Where the requester listens: what the host cache keeps (§11.4).
+        self.learn_candidates(origin, &req.candidates);
         if req.send_update {
             self.update_on_link.insert(origin);
         }

@@ -2,6 +2,7 @@
 //! the sans-IO node machine that routes, joins, updates and leaves with it.
 
 pub mod api;
+pub mod cert_crypto;
 pub mod chord;
 pub mod crypto;
 mod handlers;
@@ -9,5 +10,6 @@ mod maintain;
 pub mod node;
 
 pub use api::{ApiError, Command, Event, Failure, Outcome, OverlayConfig, RequestId, TimerReason, Transmit};
+pub use cert_crypto::{CertCrypto, TrustAnchor};
 pub use crypto::{OverlayCrypto, Signer};
 pub use node::OverlayNode;

@@ -111,6 +111,8 @@ pub struct OverlayNode {
     /// Host cache (§11.4): peers we recently held a link to, newest last,
     /// with where to reach them. Re-contacted to detect partitions.
     pub(super) known: Vec<(NodeId, Vec<crate::wire::attach::IceCandidate>)>,
+    /// Candidates learned from Attach for peers not (yet) in `known`.
+    pub(super) candidates_seen: BTreeMap<NodeId, Vec<crate::wire::attach::IceCandidate>>,
     /// While joining: the admitting peer's neighbor lists have been seen.
     pub(super) ap_update_seen: bool,
     /// A join still unfinished at this time starts over.
@@ -180,6 +182,7 @@ impl OverlayNode {
             ap_update_seen: false,
             join_deadline: None,
             known: Vec::new(),
+            candidates_seen: BTreeMap::new(),
             store,
             pending: BTreeMap::new(),
             answered: BTreeMap::new(),
@@ -390,6 +393,96 @@ impl OverlayNode {
         self.known.iter().map(|(n, _)| *n).collect()
     }
 
+    /// Where peers reach us (sent in Attach, §6.5.1): the runtime sets it
+    /// once its listener is bound.
+    pub fn set_candidates(&mut self, candidates: Vec<crate::wire::attach::IceCandidate>) {
+        self.config.candidates = candidates;
+    }
+
+    /// Changes whenever the stored records change (see [`Self::export_records`]).
+    pub fn store_version(&self) -> u64 {
+        self.store.version()
+    }
+
+    /// The host cache with the candidates each peer advertised (what the
+    /// runtime persists: an address to dial on restart).
+    pub fn known_peer_candidates(&self) -> Vec<(NodeId, Vec<crate::wire::attach::IceCandidate>)> {
+        self.known.clone()
+    }
+
+    /// Everything held, one row per Resource-ID, for persistence: the
+    /// wall time of the snapshot, a replica StoreReq with the lifetimes
+    /// left, and the certificates its signatures need.
+    pub fn export_records(&self, now: Instant) -> Vec<(ResourceId, Vec<u8>)> {
+        let wall = self.wall_ms(now);
+        self.store
+            .resources()
+            .into_iter()
+            .filter_map(|r| {
+                let (req, certs) = self.store.replica_store_for(&r, 1, wall)?;
+                let mut w = Writer::new();
+                w.u64(wall);
+                req.encode(&mut w);
+                SecurityBlock { certificates: certs, signature: crate::wire::security_block::Signature::none() }
+                    .encode(&mut w);
+                w.finish().ok().map(|b| (r, b))
+            })
+            .collect()
+    }
+
+    /// Puts back rows [`export_records`](Self::export_records) produced,
+    /// minus the time that passed since: values whose lifetime ran out
+    /// are dropped. Every value's signature and access policy are checked
+    /// again (the file could have been tampered with). Returns how many
+    /// resources were restored; a row that fails is skipped with its reason.
+    pub fn restore_records(&mut self, now: Instant, rows: &[Vec<u8>]) -> (usize, Vec<String>) {
+        let wall = self.wall_ms(now);
+        let me = Signer { node_ids: vec![self.id], user: None };
+        let mut restored = 0;
+        let mut problems = Vec::new();
+        for row in rows {
+            let parsed = (|| {
+                let mut r = crate::wire::codec::Reader::new(row);
+                let saved = r.u64("snapshot time")?;
+                let req = crate::wire::storage::StoreReq::decode(&mut r)?;
+                let security = SecurityBlock::decode(&mut r)?;
+                r.finish("record row")?;
+                Ok::<_, crate::wire::codec::WireError>((saved, req, security))
+            })();
+            let (saved, mut req, security) = match parsed {
+                Ok(p) => p,
+                Err(e) => {
+                    problems.push(format!("undecodable record row: {e}"));
+                    continue;
+                }
+            };
+            let gone = u32::try_from(wall.saturating_sub(saved) / 1000).unwrap_or(u32::MAX);
+            for k in &mut req.kind_data {
+                k.values.retain(|v| v.lifetime > gone);
+                for v in &mut k.values {
+                    v.lifetime -= gone;
+                }
+            }
+            req.kind_data.retain(|k| !k.values.is_empty());
+            if req.kind_data.is_empty() {
+                continue;
+            }
+            let resource = req.resource.clone();
+            let token =
+                crate::storage::verify_store(req, &me, &security, self.crypto.as_ref(), &self.config.kinds, true, wall);
+            match token.map(|t| self.store.apply(t, wall)) {
+                Ok(Ok(_)) => restored += 1,
+                Ok(Err(e)) | Err(e) => problems.push(format!(
+                    "resource {}: {} {}",
+                    hex::encode(&resource.0),
+                    e.error_code,
+                    e.reason().unwrap_or_default()
+                )),
+            }
+        }
+        (restored, problems)
+    }
+
     /// Seeds the host cache (e.g. from disk or configured bootstrap peers).
     pub fn add_known_peer(&mut self, peer: NodeId, candidates: Vec<crate::wire::attach::IceCandidate>) {
         self.remember(peer, Some(candidates));
@@ -419,12 +512,28 @@ impl OverlayNode {
     }
 
     /// Records `peer` in the host cache (bounded, most recent last).
+    /// Keeps a peer's advertised candidates without moving it in the
+    /// host cache's recency order (only a link does that).
+    pub(super) fn learn_candidates(&mut self, peer: NodeId, candidates: &[crate::wire::attach::IceCandidate]) {
+        if candidates.is_empty() || peer == self.id {
+            return;
+        }
+        match self.known.iter_mut().find(|(n, _)| *n == peer) {
+            Some((_, c)) => *c = candidates.to_vec(),
+            None => self.candidates_seen.insert(peer, candidates.to_vec()).map_or((), |_| ()),
+        }
+        if self.candidates_seen.len() > 4 * HOST_CACHE {
+            self.candidates_seen.pop_first();
+        }
+    }
+
     pub(super) fn remember(&mut self, peer: NodeId, candidates: Option<Vec<crate::wire::attach::IceCandidate>>) {
         if peer == self.id {
             return;
         }
         let old = self.known.iter().position(|(n, _)| *n == peer).map(|i| self.known.remove(i));
-        let cands = candidates.or(old.map(|(_, c)| c)).unwrap_or_default();
+        let cands =
+            candidates.or_else(|| self.candidates_seen.remove(&peer)).or(old.map(|(_, c)| c)).unwrap_or_default();
         self.known.push((peer, cands));
         if self.known.len() > HOST_CACHE {
             self.known.remove(0);
@@ -730,8 +839,19 @@ impl OverlayNode {
             return;
         };
         // Hops the answer travelled, i.e. the path length (symmetric routing).
+        // The answer's via list names the peers that carried it back to
+        // us: reversed, it is the route the request took (symmetric routing).
+        let route: Vec<NodeId> = header
+            .via_list
+            .iter()
+            .rev()
+            .filter_map(|d| match d {
+                Destination::Node(n) => Some(*n),
+                _ => None,
+            })
+            .collect();
         let hops = u32::try_from(header.via_list.len()).unwrap_or(u32::MAX);
-        self.on_answer(now, pending.purpose, body, security, signer, hops);
+        self.on_answer(now, pending.purpose, body, security, signer, hops, route);
     }
 
     fn retransmit_due(&mut self, now: Instant) {

@@ -1,28 +1,20 @@
 //! Real signatures for simulated peers: an overlay CA enrolls every node
 //! with an Ed25519 certificate (RFC 6940 §11.3) and the node signs and
-//! verifies through `crate::security`, exactly as the daemon does.
+//! verifies with [`CertCrypto`], exactly as the daemon does.
 //!
 //! Two things keep N = 1000 affordable and runs reproducible:
 //! - keys come from the simulation's seeded RNG (Ed25519 signatures are
 //!   deterministic, so the same seed gives byte-identical messages);
 //! - a certificate chain is verified once per certificate for the whole
-//!   simulation ([`SimPki`]'s cache). Each node still only believes the
-//!   certificates it has been shown (in a security block) or remembers.
+//!   simulation (the shared [`TrustAnchor`]'s cache).
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError};
-
-use sha2::{Digest, Sha256};
+use std::sync::Arc;
 
 use super::fast_crypto::user_name;
-use crate::overlay::{OverlayCrypto, Signer};
-use crate::security::{
-    KeyPair, OverlayCa, SecurityError, VerifiedIdentity, find_signer, sign_message, sign_stored_data,
-    signer_identity_for, verify_chain, verify_message, verify_stored_data,
-};
-use crate::wire::security_block::{GenericCertificate, SecurityBlock, Signature, SignerIdentity};
-use crate::wire::storage::{StoredData, StoredDataValue};
-use crate::wire::{KindId, NodeId, ResourceId};
+pub use crate::overlay::cert_crypto::CertCrypto as RealCrypto;
+use crate::overlay::cert_crypto::TrustAnchor;
+use crate::security::{KeyPair, OverlayCa, SecurityError};
+use crate::wire::NodeId;
 
 /// Certificates are valid for ten years from the simulation's wall epoch.
 const VALIDITY_S: u64 = 10 * 365 * 86_400;
@@ -32,13 +24,12 @@ const VALIDITY_S: u64 = 10 * 365 * 86_400;
 const ED25519_PKCS8_PREFIX: [u8; 16] =
     [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
 
-/// The simulated overlay's enrollment CA and the shared cache of verified
-/// certificate chains.
+/// The simulated overlay's enrollment CA and the shared trust anchor.
 pub struct SimPki {
     overlay: String,
     ca: OverlayCa,
     not_before: u64,
-    verified: Mutex<BTreeMap<[u8; 32], Arc<VerifiedIdentity>>>,
+    anchor: Arc<TrustAnchor>,
 }
 
 impl SimPki {
@@ -46,7 +37,8 @@ impl SimPki {
     pub fn new(overlay: &str, seed: [u8; 32], wall_s: u64) -> Result<Arc<Self>, SecurityError> {
         let not_before = wall_s.saturating_sub(86_400);
         let ca = OverlayCa::create(overlay, ed25519_key(seed)?, not_before, not_before + VALIDITY_S)?;
-        Ok(Arc::new(SimPki { overlay: overlay.to_owned(), ca, not_before, verified: Mutex::new(BTreeMap::new()) }))
+        let anchor = TrustAnchor::new(overlay, ca.cert_der().to_vec());
+        Ok(Arc::new(SimPki { overlay: overlay.to_owned(), ca, not_before, anchor }))
     }
 
     /// Enrolls `node_id` with a key from `seed` and the user name
@@ -56,108 +48,8 @@ impl SimPki {
         let user = user_name(&node_id, &self.overlay);
         let cert_der =
             self.ca.issue(&key.spki_der(), Some(&user), &[node_id], self.not_before, self.not_before + VALIDITY_S)?;
-        let own = self.verify(&cert_der, self.not_before + 1).map_err(SecurityError::Issue)?;
-        let identity = signer_identity_for(&own, &node_id);
-        let mut known = BTreeMap::new();
-        known.insert(sha256(&cert_der), own);
-        Ok(RealCrypto { pki: Arc::clone(self), key, cert_der, identity, known: Mutex::new(known) })
-    }
-
-    /// The chain check of `cert_der`, done once per certificate.
-    fn verify(&self, cert_der: &[u8], wall_s: u64) -> Result<Arc<VerifiedIdentity>, String> {
-        let h = sha256(cert_der);
-        if let Some(v) = lock(&self.verified).get(&h) {
-            return Ok(Arc::clone(v));
-        }
-        let v = Arc::new(verify_chain(cert_der, self.ca.cert_der(), wall_s, &self.overlay).map_err(|e| e.to_string())?);
-        lock(&self.verified).insert(h, Arc::clone(&v));
-        Ok(v)
-    }
-}
-
-/// One node's key, certificate and remembered certificates.
-pub struct RealCrypto {
-    pki: Arc<SimPki>,
-    key: KeyPair,
-    cert_der: Vec<u8>,
-    identity: SignerIdentity,
-    /// Certificates this node has seen verified, by SHA-256 of their DER.
-    known: Mutex<BTreeMap<[u8; 32], Arc<VerifiedIdentity>>>,
-}
-
-impl RealCrypto {
-    /// Learns the block's certificates, then finds and checks the one the
-    /// signature names (§6.3.4).
-    fn signer(&self, sig: &Signature, security: &SecurityBlock, wall_s: u64) -> Result<Arc<VerifiedIdentity>, String> {
-        let mut known = lock(&self.known);
-        for c in security.certificates.iter().filter(|c| c.cert_type == GenericCertificate::X509) {
-            // A certificate that does not chain to the root is ignored;
-            // a signature naming it then finds no signer.
-            if let std::collections::btree_map::Entry::Vacant(e) = known.entry(sha256(&c.cert))
-                && let Ok(v) = self.pki.verify(&c.cert, wall_s)
-            {
-                e.insert(v);
-            }
-        }
-        let found = match &sig.identity {
-            // cert_hash with SHA-256 is the hash the map is keyed by.
-            SignerIdentity::CertHash { hash_alg: 4, certificate_hash } => {
-                <[u8; 32]>::try_from(certificate_hash.as_slice()).ok().and_then(|h| known.get(&h)).map(Arc::clone)
-            }
-            other => {
-                let certs: Vec<VerifiedIdentity> = known.values().map(|v| VerifiedIdentity::clone(v)).collect();
-                find_signer(other, &certs).map(|m| Arc::new(m.cert.clone()))
-            }
-        };
-        let cert = found.ok_or_else(|| "no certificate for the signer".to_owned())?;
-        if !cert.is_valid_at(wall_s) {
-            return Err(format!("signer certificate not valid at {wall_s}"));
-        }
-        Ok(cert)
-    }
-}
-
-impl OverlayCrypto for RealCrypto {
-    fn sign_message(&self, overlay: u32, transaction_id: u64, contents: &[u8]) -> SecurityBlock {
-        let signature = sign_message(&self.key, &self.identity, overlay, transaction_id, contents)
-            .unwrap_or_else(|_| Signature::none());
-        SecurityBlock { certificates: vec![GenericCertificate::x509(self.cert_der.clone())], signature }
-    }
-
-    fn verify_message(
-        &self,
-        overlay: u32,
-        transaction_id: u64,
-        contents: &[u8],
-        security: &SecurityBlock,
-        wall_s: u64,
-    ) -> Result<Signer, String> {
-        let cert = self.signer(&security.signature, security, wall_s)?;
-        verify_message(&security.signature, &cert.spki_der, overlay, transaction_id, contents)
-            .map_err(|e| e.to_string())?;
-        Ok(Signer { node_ids: cert.node_ids.clone(), user: cert.user.clone() })
-    }
-
-    fn sign_stored(&self, resource: &ResourceId, kind: KindId, data: &mut StoredData) {
-        let (bytes, is_array) = value_bytes(&data.value);
-        data.signature =
-            sign_stored_data(&self.key, &self.identity, resource, kind, data.storage_time, &bytes, is_array)
-                .unwrap_or_else(|_| Signature::none());
-    }
-
-    fn verify_stored(
-        &self,
-        resource: &ResourceId,
-        kind: KindId,
-        data: &StoredData,
-        security: &SecurityBlock,
-        wall_s: u64,
-    ) -> Result<Signer, String> {
-        let cert = self.signer(&data.signature, security, wall_s)?;
-        let (bytes, is_array) = value_bytes(&data.value);
-        verify_stored_data(&data.signature, &cert.spki_der, resource, kind, data.storage_time, &bytes, is_array)
-            .map_err(|e| e.to_string())?;
-        Ok(Signer { node_ids: cert.node_ids.clone(), user: cert.user.clone() })
+        RealCrypto::new(Arc::clone(&self.anchor), key, cert_der, node_id, self.not_before + 1)
+            .map_err(SecurityError::Issue)
     }
 }
 
@@ -168,22 +60,14 @@ fn ed25519_key(seed: [u8; 32]) -> Result<KeyPair, SecurityError> {
     KeyPair::from_pkcs8_der(&der)
 }
 
-fn value_bytes(value: &StoredDataValue) -> (Vec<u8>, bool) {
-    (value.to_bytes().unwrap_or_default(), matches!(value, StoredDataValue::Array(_)))
-}
-
-fn sha256(data: &[u8]) -> [u8; 32] {
-    Sha256::digest(data).into()
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::overlay::OverlayCrypto;
+    use crate::wire::security_block::{SecurityBlock, Signature};
     use crate::wire::storage::DataValue;
+    use crate::wire::storage::{StoredData, StoredDataValue};
+    use crate::wire::{KindId, ResourceId};
 
     const WALL: u64 = 1_767_225_600;
 

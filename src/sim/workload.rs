@@ -127,7 +127,7 @@ impl Simulation {
                 other => self.metrics.note_failure("store", outcome_text(&other)),
             },
             Pending::Lookup { point } => match outcome {
-                Outcome::LookedUp { responsible, hops } => {
+                Outcome::LookedUp { responsible, hops, .. } => {
                     self.metrics.lookups_ok += 1;
                     self.metrics.note_hops(hops);
                     if reference::responsible(&self.ring, point).is_some_and(|(id, _)| id == responsible) {

@@ -26,6 +26,8 @@ pub struct DataStore {
     /// Each resource under its earliest expiry, for [`DataStore::expire`].
     expiry: BTreeSet<(u64, ResourceId)>,
     pub(super) certs: CertPool,
+    /// Bumped on every change: lets a runtime skip persisting an unchanged store.
+    version: u64,
 }
 
 /// One kind's values at one resource, as replication re-sends them.
@@ -46,7 +48,13 @@ impl DataStore {
             resources: BTreeMap::new(),
             expiry: BTreeSet::new(),
             certs: CertPool::default(),
+            version: 0,
         }
+    }
+
+    /// A number that changes whenever what is held changes.
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     pub fn policy(&self, kind: KindId) -> Option<&KindPolicy> {
@@ -203,6 +211,7 @@ impl DataStore {
     /// Swaps in a resource's new contents, keeping the expiry index and
     /// the certificate counts in step. Every change goes through here.
     fn put(&mut self, resource: ResourceId, new: Resource) {
+        self.version = self.version.wrapping_add(1);
         // Count the new references first, so a certificate shared by old
         // and new values is never dropped in between.
         new.cert_keys().for_each(|k| self.certs.retain(k));

@@ -1,0 +1,438 @@
+//! The operator's commands (`chordphone overlay/enroll/node/status/store/
+//! fetch/lookup`): argument definitions and what each does. `main.rs` only
+//! dispatches here.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use clap::{Args, Subcommand};
+
+use super::config::NodePaths;
+use super::control::{self, ControlRequest, ControlResponse};
+use super::runtime::{self, RunOptions};
+
+/// Where a node keeps its state unless told otherwise (systemd's
+/// `StateDirectory=chordphone`).
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/chordphone";
+
+/// How long the CLI waits for a node to answer (a fetch may retransmit).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Args, Debug)]
+pub struct NodeArgs {
+    /// The node's data directory (identity, overlay.xml, node.toml, database).
+    #[arg(long, env = "CHORDPHONE_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Address for overlay links (default from node.toml, else 0.0.0.0:6084).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Join as a non-routing client (RFC 6940 §4.2): no listener, no routing, no storage for others.
+    #[arg(long)]
+    pub client: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[arg(long, env = "CHORDPHONE_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// One JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct StoreArgs {
+    #[arg(long, env = "CHORDPHONE_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Lifetime of the value in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub lifetime: u32,
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Args, Debug)]
+pub struct NameArgs {
+    #[arg(long, env = "CHORDPHONE_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// One JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    pub name: String,
+}
+
+fn block_on<F: std::future::Future>(f: F) -> anyhow::Result<F::Output> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start tokio")?;
+    Ok(rt.block_on(f))
+}
+
+/// `chordphone node`: runs until SIGTERM.
+pub fn node(args: NodeArgs) -> anyhow::Result<()> {
+    if !args.data_dir.is_dir() {
+        bail!("data directory {} does not exist: enroll first", args.data_dir.display());
+    }
+    block_on(runtime::run(RunOptions { data_dir: args.data_dir, listen: args.listen, client: args.client }))?
+}
+
+fn call(data_dir: &Path, req: ControlRequest) -> anyhow::Result<serde_json::Value> {
+    let socket = NodePaths { data_dir: data_dir.to_path_buf() }.control_socket();
+    let answer: ControlResponse = block_on(control::call(&socket, &req, CALL_TIMEOUT))??;
+    if answer.ok {
+        Ok(answer.result.unwrap_or(serde_json::Value::Null))
+    } else {
+        Err(anyhow!(answer.error.unwrap_or_else(|| "the node refused the request".into())))
+    }
+}
+
+fn list(v: &serde_json::Value) -> String {
+    match v.as_array() {
+        Some(a) if a.is_empty() => "-".into(),
+        Some(a) => a
+            .iter()
+            .map(|x| x.as_str().map(str::to_owned).unwrap_or_else(|| x.to_string()))
+            .collect::<Vec<_>>()
+            .join(" "),
+        None => v.to_string(),
+    }
+}
+
+/// `chordphone status`.
+pub fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let s = call(&args.data_dir, ControlRequest::Status)?;
+    if args.json {
+        println!("{s}");
+        return Ok(());
+    }
+    println!("node         {}", s["node_id"].as_str().unwrap_or("?"));
+    println!("overlay      {}", s["overlay"].as_str().unwrap_or("?"));
+    println!(
+        "state        {}{}",
+        s["state"].as_str().unwrap_or("?"),
+        if s["client"] == true { " (client)" } else { "" }
+    );
+    println!("uptime       {} s", s["uptime_s"]);
+    println!("successors   {}", list(&s["successors"]));
+    println!("predecessors {}", list(&s["predecessors"]));
+    println!("fingers      {}", list(&s["fingers"]));
+    let links: Vec<String> = s["links"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|l| format!("{}@{}", l["peer"].as_str().unwrap_or("?"), l["remote"].as_str().unwrap_or("?")))
+                .collect()
+        })
+        .unwrap_or_default();
+    println!("links        {}", if links.is_empty() { "-".into() } else { links.join(" ") });
+    let records: Vec<String> = s["records_by_kind"]
+        .as_object()
+        .map(|o| o.iter().map(|(k, v)| format!("{k}={v}")).collect())
+        .unwrap_or_default();
+    println!("records      {}", if records.is_empty() { "-".into() } else { records.join(" ") });
+    Ok(())
+}
+
+/// `chordphone store`.
+pub fn store(args: StoreArgs) -> anyhow::Result<()> {
+    let r =
+        call(&args.data_dir, ControlRequest::Store { name: args.name, value: args.value, lifetime_s: args.lifetime })?;
+    println!("stored (generation {}, replicas {})", r["generation"], list(&r["replicas"]));
+    Ok(())
+}
+
+/// `chordphone fetch`.
+pub fn fetch(args: NameArgs) -> anyhow::Result<()> {
+    let r = call(&args.data_dir, ControlRequest::Fetch { name: args.name })?;
+    if args.json {
+        println!("{r}");
+    } else {
+        for v in r["values"].as_array().into_iter().flatten() {
+            println!("{}", v.as_str().unwrap_or_default());
+        }
+    }
+    Ok(())
+}
+
+/// `chordphone lookup`.
+pub fn lookup(args: NameArgs) -> anyhow::Result<()> {
+    let r = call(&args.data_dir, ControlRequest::Lookup { name: args.name })?;
+    if args.json {
+        println!("{r}");
+    } else {
+        println!("responsible  {}", r["responsible"].as_str().unwrap_or("?"));
+        println!("hops         {}", r["hops"]);
+        println!("route        {}", list(&r["route"]));
+    }
+    Ok(())
+}
+
+// ---- overlay administration and enrollment ----
+
+use super::db::{NodeDb, StoredIdentity};
+use super::enroll::{self, EnrollServerConfig, EnrollUsers, Enrollment};
+use super::overlay_doc::OverlayDocument;
+use crate::security::{KeyAlgorithm, KeyPair, OverlayCa};
+
+/// Files of an overlay directory (kept by the overlay's operator).
+struct OverlayDir(PathBuf);
+
+impl OverlayDir {
+    fn ca_cert(&self) -> PathBuf {
+        self.0.join("ca.der")
+    }
+    fn ca_key(&self) -> PathBuf {
+        self.0.join("ca.key")
+    }
+    fn document(&self) -> PathBuf {
+        self.0.join("overlay.xml")
+    }
+    fn users(&self) -> PathBuf {
+        self.0.join("enroll-users.toml")
+    }
+
+    fn load_ca(&self) -> anyhow::Result<(OverlayCa, OverlayDocument, String)> {
+        let cert = std::fs::read(self.ca_cert()).with_context(|| {
+            format!("cannot read {} (is {} an overlay directory?)", self.ca_cert().display(), self.0.display())
+        })?;
+        let key = std::fs::read(self.ca_key()).with_context(|| format!("cannot read {}", self.ca_key().display()))?;
+        let xml = std::fs::read_to_string(self.document())
+            .with_context(|| format!("cannot read {}", self.document().display()))?;
+        let doc = OverlayDocument::verify_signed(&xml, Some(&cert))
+            .map_err(|e| anyhow!("{} refused: {e}", self.document().display()))?;
+        let ca = OverlayCa::from_parts(&doc.name, cert, &key).context("the overlay CA files do not match")?;
+        Ok((ca, doc, xml))
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OverlayCmd {
+    /// Create an overlay: its CA and its signed configuration document (RFC 6940 §11.1).
+    Init(OverlayInitArgs),
+    /// Run the HTTPS enrollment server (RFC 6940 §11.3) for nodes that enroll remotely.
+    Serve(OverlayServeArgs),
+    /// Add (or change) an account allowed to enroll through the enrollment server.
+    AddUser(OverlayAddUserArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct OverlayInitArgs {
+    /// Overlay name (a DNS-style name, e.g. chordphone.example.org).
+    #[arg(long)]
+    pub name: String,
+    /// Directory for the CA key, root certificate and overlay.xml (created; must not hold an overlay).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Bootstrap peers (HOST:PORT, an IP address), repeatable.
+    #[arg(long = "bootstrap")]
+    pub bootstrap: Vec<SocketAddr>,
+    /// URL of the enrollment server, written into the configuration.
+    #[arg(long)]
+    pub enrollment_server: Option<String>,
+    /// chord-update-interval in seconds (§10.7.2).
+    #[arg(long, default_value_t = 60)]
+    pub update_interval: u32,
+    /// chord-ping-interval in seconds (finger refresh).
+    #[arg(long, default_value_t = 60)]
+    pub ping_interval: u32,
+    /// Link types in order of preference (TLS-TCP-FH-NO-ICE, DTLS-UDP-SR-NO-ICE).
+    #[arg(long = "link")]
+    pub links: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct OverlayServeArgs {
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Where to listen for HTTPS.
+    #[arg(long, default_value = "0.0.0.0:6085")]
+    pub listen: SocketAddr,
+    /// Host name or IP address the server's certificate names (what clients put in the URL).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Validity of issued certificates, in days.
+    #[arg(long, default_value_t = 365)]
+    pub validity_days: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct OverlayAddUserArgs {
+    #[arg(long)]
+    pub dir: PathBuf,
+    pub username: String,
+    #[arg(long)]
+    pub password: String,
+}
+
+#[derive(Args, Debug)]
+pub struct EnrollArgs {
+    /// The overlay directory (enroll locally with the CA key).
+    #[arg(long, conflicts_with = "server")]
+    pub overlay: Option<PathBuf>,
+    /// Enrollment server URL (https://HOST:PORT/enroll); needs --config, --username and --password.
+    #[arg(long, requires_all = ["config", "username", "password"])]
+    pub server: Option<String>,
+    /// The overlay configuration document (obtained from the operator) when enrolling remotely.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long)]
+    pub username: Option<String>,
+    #[arg(long)]
+    pub password: Option<String>,
+    /// The new node's data directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// User name (rfc822Name) for the certificate, e.g. alice@example.org (local enrollment).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Node key algorithm.
+    #[arg(long, value_parser = ["ecdsa-p256", "ed25519", "rsa"], default_value = "ecdsa-p256")]
+    pub key: String,
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// `chordphone overlay ...`.
+pub fn overlay(cmd: OverlayCmd) -> anyhow::Result<()> {
+    match cmd {
+        OverlayCmd::Init(a) => overlay_init(a),
+        OverlayCmd::Serve(a) => overlay_serve(a),
+        OverlayCmd::AddUser(a) => {
+            let dir = OverlayDir(a.dir);
+            let path = dir.users();
+            let mut users = if path.exists() { EnrollUsers::load(&path)? } else { EnrollUsers::new() };
+            users.add(&a.username, &a.password)?;
+            users.save(&path)?;
+            println!("enrollment account '{}' saved in {}", a.username, path.display());
+            Ok(())
+        }
+    }
+}
+
+fn overlay_init(a: OverlayInitArgs) -> anyhow::Result<()> {
+    let dir = OverlayDir(a.dir.clone());
+    if dir.ca_key().exists() || dir.document().exists() {
+        bail!("{} already holds an overlay; refusing to overwrite its CA", a.dir.display());
+    }
+    if a.name.is_empty() || a.name.contains(char::is_whitespace) {
+        bail!("overlay name '{}' is not a valid name", a.name);
+    }
+    std::fs::create_dir_all(&a.dir).with_context(|| format!("cannot create {}", a.dir.display()))?;
+    let now = now_s();
+    let key = KeyPair::generate(KeyAlgorithm::EcdsaP256Sha256)?;
+    let ca = OverlayCa::create(&a.name, key, now.saturating_sub(3600), now + 20 * 365 * 86_400)?;
+    let mut doc = OverlayDocument::new(&a.name, ca.cert_der().to_vec(), a.bootstrap.clone());
+    doc.enrollment_server = a.enrollment_server.clone();
+    doc.chord_update_interval_s = a.update_interval.max(1);
+    doc.chord_ping_interval_s = a.ping_interval.max(1);
+    if !a.links.is_empty() {
+        doc.link_types = a.links.iter().map(|l| super::overlay_doc::LinkType::parse(l)).collect();
+    }
+    let xml = doc.sign(&ca)?;
+    write_private(&dir.ca_key(), &ca.key().to_pkcs8_der())?;
+    std::fs::write(dir.ca_cert(), ca.cert_der())
+        .with_context(|| format!("cannot write {}", dir.ca_cert().display()))?;
+    std::fs::write(dir.document(), &xml).with_context(|| format!("cannot write {}", dir.document().display()))?;
+    println!("overlay '{}' created in {}", a.name, a.dir.display());
+    println!("  configuration: {}", dir.document().display());
+    println!("  CA key:        {} (keep it secret)", dir.ca_key().display());
+    Ok(())
+}
+
+fn overlay_serve(a: OverlayServeArgs) -> anyhow::Result<()> {
+    let dir = OverlayDir(a.dir);
+    let (ca, _doc, _) = dir.load_ca()?;
+    let users = if dir.users().exists() { EnrollUsers::load(&dir.users())? } else { EnrollUsers::new() };
+    if users.is_empty() {
+        tracing::warn!("no enrollment accounts: add one with `chordphone overlay add-user`");
+    }
+    let host = a.host.unwrap_or_else(|| a.listen.ip().to_string());
+    let (cert, key) = enroll::server_tls_identity(&ca, &host, now_s(), 365 * 86_400)?;
+    let cfg = EnrollServerConfig {
+        listen: a.listen,
+        ca: std::sync::Arc::new(ca),
+        tls_cert_der: cert,
+        tls_key_pkcs8: key,
+        users,
+        validity_s: a.validity_days.max(1) * 86_400,
+    };
+    block_on(async move {
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let stop = async move {
+            tokio::select! { _ = shutdown => {}, _ = term.recv() => {} }
+        };
+        enroll::serve(cfg, stop).await.map_err(anyhow::Error::from)
+    })?
+}
+
+/// `chordphone enroll`: writes the new node's identity into NODE_DIR/node.db
+/// and the overlay configuration into NODE_DIR/overlay.xml.
+pub fn enroll(a: EnrollArgs) -> anyhow::Result<()> {
+    let paths = NodePaths { data_dir: a.out.clone() };
+    if paths.db().exists() {
+        let db = NodeDb::open(&paths.db())?;
+        if db.identity()?.is_some() {
+            bail!("{} is already enrolled; use a new directory", a.out.display());
+        }
+    }
+    let alg = match a.key.as_str() {
+        "ed25519" => KeyAlgorithm::Ed25519,
+        "rsa" => KeyAlgorithm::RsaPkcs1Sha256,
+        _ => KeyAlgorithm::EcdsaP256Sha256,
+    };
+    let (enrollment, xml): (Enrollment, String) = match (&a.overlay, &a.server) {
+        (Some(dir), None) => {
+            let (ca, _doc, xml) = OverlayDir(dir.clone()).load_ca()?;
+            (enroll::enroll_local(&ca, a.user.as_deref(), alg, now_s())?, xml)
+        }
+        (None, Some(url)) => {
+            let config = a.config.as_ref().ok_or_else(|| anyhow!("--server needs --config"))?;
+            let xml = std::fs::read_to_string(config).with_context(|| format!("cannot read {}", config.display()))?;
+            let doc =
+                OverlayDocument::verify_signed(&xml, None).map_err(|e| anyhow!("{} refused: {e}", config.display()))?;
+            let root =
+                doc.root_certs.first().ok_or_else(|| anyhow!("{} names no root certificate", config.display()))?;
+            let (user, pass) = (a.username.clone().unwrap_or_default(), a.password.clone().unwrap_or_default());
+            let e = block_on(enroll::enroll_remote(url, root, &doc.name, &user, &pass, 1, alg))??;
+            (e, xml)
+        }
+        _ => bail!("say where to enroll: --overlay DIR (local CA) or --server URL (enrollment server)"),
+    };
+    std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
+    std::fs::write(paths.overlay_xml(), xml)
+        .with_context(|| format!("cannot write {}", paths.overlay_xml().display()))?;
+    let node_id = *enrollment.node_ids.first().ok_or_else(|| anyhow!("the certificate binds no Node-ID"))?;
+    let db = NodeDb::open(&paths.db())?;
+    db.put_identity(&StoredIdentity {
+        key_pkcs8: enrollment.key_pkcs8,
+        cert_der: enrollment.cert_der,
+        ca_der: enrollment.ca_der,
+        node_id,
+        user: enrollment.user.clone(),
+    })?;
+    println!(
+        "enrolled node {node_id}{} in {}",
+        enrollment.user.map(|u| format!(" (user {u})")).unwrap_or_default(),
+        a.out.display()
+    );
+    Ok(())
+}
