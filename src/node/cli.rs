@@ -86,6 +86,11 @@ fn call(data_dir: &Path, req: ControlRequest) -> anyhow::Result<serde_json::Valu
     }
 }
 
+/// `v[k]` without indexing (absent keys read as null).
+fn field<'a>(v: &'a serde_json::Value, k: &str) -> &'a serde_json::Value {
+    v.get(k).unwrap_or(&serde_json::Value::Null)
+}
+
 fn list(v: &serde_json::Value) -> String {
     match v.as_array() {
         Some(a) if a.is_empty() => "-".into(),
@@ -105,27 +110,33 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
         println!("{s}");
         return Ok(());
     }
-    println!("node         {}", s["node_id"].as_str().unwrap_or("?"));
-    println!("overlay      {}", s["overlay"].as_str().unwrap_or("?"));
+    println!("node         {}", field(&s, "node_id").as_str().unwrap_or("?"));
+    println!("overlay      {}", field(&s, "overlay").as_str().unwrap_or("?"));
     println!(
         "state        {}{}",
-        s["state"].as_str().unwrap_or("?"),
-        if s["client"] == true { " (client)" } else { "" }
+        field(&s, "state").as_str().unwrap_or("?"),
+        if field(&s, "client") == true { " (client)" } else { "" }
     );
-    println!("uptime       {} s", s["uptime_s"]);
-    println!("successors   {}", list(&s["successors"]));
-    println!("predecessors {}", list(&s["predecessors"]));
-    println!("fingers      {}", list(&s["fingers"]));
-    let links: Vec<String> = s["links"]
+    println!("uptime       {} s", field(&s, "uptime_s"));
+    println!("successors   {}", list(field(&s, "successors")));
+    println!("predecessors {}", list(field(&s, "predecessors")));
+    println!("fingers      {}", list(field(&s, "fingers")));
+    let links: Vec<String> = field(&s, "links")
         .as_array()
         .map(|a| {
             a.iter()
-                .map(|l| format!("{}@{}", l["peer"].as_str().unwrap_or("?"), l["remote"].as_str().unwrap_or("?")))
+                .map(|l| {
+                    format!(
+                        "{}@{}",
+                        field(l, "peer").as_str().unwrap_or("?"),
+                        field(l, "remote").as_str().unwrap_or("?")
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default();
     println!("links        {}", if links.is_empty() { "-".into() } else { links.join(" ") });
-    let records: Vec<String> = s["records_by_kind"]
+    let records: Vec<String> = field(&s, "records_by_kind")
         .as_object()
         .map(|o| o.iter().map(|(k, v)| format!("{k}={v}")).collect())
         .unwrap_or_default();
@@ -137,7 +148,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
 pub fn store(args: StoreArgs) -> anyhow::Result<()> {
     let r =
         call(&args.data_dir, ControlRequest::Store { name: args.name, value: args.value, lifetime_s: args.lifetime })?;
-    println!("stored (generation {}, replicas {})", r["generation"], list(&r["replicas"]));
+    println!("stored (generation {}, replicas {})", field(&r, "generation"), list(field(&r, "replicas")));
     Ok(())
 }
 
@@ -147,7 +158,7 @@ pub fn fetch(args: NameArgs) -> anyhow::Result<()> {
     if args.json {
         println!("{r}");
     } else {
-        for v in r["values"].as_array().into_iter().flatten() {
+        for v in field(&r, "values").as_array().into_iter().flatten() {
             println!("{}", v.as_str().unwrap_or_default());
         }
     }
@@ -160,9 +171,9 @@ pub fn lookup(args: NameArgs) -> anyhow::Result<()> {
     if args.json {
         println!("{r}");
     } else {
-        println!("responsible  {}", r["responsible"].as_str().unwrap_or("?"));
-        println!("hops         {}", r["hops"]);
-        println!("route        {}", list(&r["route"]));
+        println!("responsible  {}", field(&r, "responsible").as_str().unwrap_or("?"));
+        println!("hops         {}", field(&r, "hops"));
+        println!("route        {}", list(field(&r, "route")));
     }
     Ok(())
 }

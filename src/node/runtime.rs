@@ -255,11 +255,18 @@ impl Node {
             }
             let rejected = Arc::clone(&listener_rejected);
             tokio::spawn(async move {
+                // The refusal counter lives in the listener; publish it
+                // after every accept and twice a second in between.
+                let mut tick = tokio::time::interval(Duration::from_millis(500));
                 loop {
-                    let link = listener.accept().await;
-                    rejected.store(listener.rejected(), std::sync::atomic::Ordering::Relaxed);
-                    if accepted_tx.send(link).await.is_err() {
-                        return;
+                    tokio::select! {
+                        link = listener.accept() => {
+                            rejected.store(listener.rejected(), std::sync::atomic::Ordering::Relaxed);
+                            if accepted_tx.send(link).await.is_err() {
+                                return;
+                            }
+                        }
+                        _ = tick.tick() => rejected.store(listener.rejected(), std::sync::atomic::Ordering::Relaxed),
                     }
                 }
             });

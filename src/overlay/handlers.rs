@@ -129,6 +129,7 @@ impl OverlayNode {
     }
 
     /// The answer to one of our requests (or its final failure).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn on_answer(
         &mut self,
         now: Instant,

@@ -1,0 +1,126 @@
+//! Ten real `chordphone node` processes on loopback (issue 4): they join,
+//! agree with the reference ring, share a record, survive kill -9 of three
+//! peers, and a restarted peer rejoins through its host cache (its
+//! bootstrap peer is dead) with its stored records intact.
+
+#[path = "support/cluster.rs"]
+mod cluster;
+
+use std::time::Duration;
+
+use cluster::{Cluster, wait_for};
+
+fn fetch(c: &Cluster, i: usize, name: &str) -> Result<String, String> {
+    let out = c.nodes[i].ctl(&["fetch", name]);
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
+}
+
+#[test]
+fn ten_peers_join_share_survive_and_restart() {
+    let mut c = Cluster::new(10, "");
+    // The bootstrap peer first: it finds nobody and starts the ring.
+    c.nodes[0].start();
+    assert!(wait_for(Duration::from_secs(20), || c.nodes[0].joined()), "bootstrap node did not start the ring");
+    for n in c.nodes.iter_mut().skip(1) {
+        n.start();
+    }
+    c.await_ring(Duration::from_secs(90));
+
+    // A record stored through one peer is fetched through every other.
+    let owner = 3;
+    let name = c.nodes[owner].user.clone();
+    let out = c.nodes[owner].ctl(&["store", &name, "hello-ring"]);
+    assert!(out.status.success(), "store failed: {}", String::from_utf8_lossy(&out.stderr));
+    for i in 0..10 {
+        assert_eq!(fetch(&c, i, &name).as_deref(), Ok("hello-ring"), "fetch through node{i}");
+    }
+    // Only the certificate's user may write there (USER-MATCH).
+    let denied = c.nodes[4].ctl(&["store", &name, "mallory"]);
+    assert!(!denied.status.success());
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("Forbidden"), "{denied:?}");
+
+    // kill -9 three peers: the one responsible for the record, the
+    // bootstrap peer, and one more.
+    let lookup = c.nodes[5].ctl(&["lookup", "--json", &name]);
+    assert!(lookup.status.success());
+    let lookup: serde_json::Value = serde_json::from_slice(&lookup.stdout).expect("lookup json");
+    let responsible = lookup["responsible"].as_str().expect("responsible").to_owned();
+    let route: Vec<String> =
+        lookup["route"].as_array().expect("route").iter().filter_map(|v| v.as_str().map(str::to_owned)).collect();
+    assert_eq!(route.last(), Some(&responsible), "the route ends at the responsible peer");
+    let r = c.nodes.iter().position(|n| n.id == responsible).expect("responsible is one of ours");
+    let mut victims = vec![r];
+    for cand in [0, 7, 8, 9, 1] {
+        if victims.len() < 3 && !victims.contains(&cand) && cand != owner {
+            victims.push(cand);
+        }
+    }
+    if !victims.contains(&0) {
+        victims[2] = 0;
+    }
+    for &v in &victims {
+        c.nodes[v].kill9();
+    }
+    c.await_ring(Duration::from_secs(90));
+    let survivors: Vec<usize> = (0..10).filter(|i| !victims.contains(i)).collect();
+    for &i in &survivors {
+        let mut last = Err(String::new());
+        let ok = wait_for(Duration::from_secs(30), || {
+            last = fetch(&c, i, &name);
+            last.as_deref() == Ok("hello-ring")
+        });
+        assert!(ok, "after the kills node{i} cannot fetch: {last:?}");
+    }
+
+    // Restart a peer that holds a copy while its bootstrap peer (node0)
+    // is dead: it must rejoin through its host cache, records intact.
+    let holder = survivors
+        .iter()
+        .copied()
+        .find(|&i| {
+            i != owner
+                && c.nodes[i].status().is_some_and(|s| s["records_by_kind"]["CHORDPHONE-TEST"].as_u64() >= Some(1))
+        })
+        .expect("some survivor holds a copy");
+    assert!(c.nodes[holder].terminate(), "SIGTERM did not stop node{holder} cleanly");
+    assert!(c.nodes[holder].log().contains("left the overlay"), "no graceful leave logged");
+    c.nodes[holder].start();
+    let mut restored = None;
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            restored = c.nodes[holder].status().map(|s| s["records_by_kind"]["CHORDPHONE-TEST"].as_u64());
+            restored.is_some()
+        }),
+        "restarted node{holder} never answered status"
+    );
+    assert_eq!(restored, Some(Some(1)), "records were not restored from the database");
+    c.await_ring(Duration::from_secs(60));
+    // It tried its dead bootstrap peer and joined through another.
+    let log = c.nodes[holder].log();
+    let boot = format!("127.0.0.1:{}", c.nodes[0].port);
+    let joining = log.lines().find(|l| l.contains("joining")).unwrap_or_default().to_owned();
+    assert!(!joining.is_empty() && !joining.contains(&boot), "joined through the dead bootstrap peer?\n{log}");
+    assert_eq!(fetch(&c, holder, &name).as_deref(), Ok("hello-ring"));
+}
+
+#[test]
+fn three_peers_over_dtls_links() {
+    let mut c = Cluster::new(3, "link = \"DTLS-UDP-SR-NO-ICE\"\n");
+    c.nodes[0].start();
+    assert!(wait_for(Duration::from_secs(20), || c.nodes[0].joined()), "bootstrap node did not start the ring");
+    c.nodes[1].start();
+    c.nodes[2].start();
+    c.await_ring(Duration::from_secs(60));
+    let s = c.nodes[1].status().expect("status");
+    assert_eq!(s["link_type"], "DtlsUdpSrNoIce");
+    let name = c.nodes[2].user.clone();
+    let out = c.nodes[2].ctl(&["store", &name, "over-dtls"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for i in 0..3 {
+        assert_eq!(fetch(&c, i, &name).as_deref(), Ok("over-dtls"), "fetch through node{i}");
+    }
+}
