@@ -62,7 +62,7 @@ pub enum ParseError {
 
 impl ParseError {
     /// The status code a server answers a request with this defect with:
-    /// 505 for a foreign SIP version (§8.2.2.3... §21.5.20), otherwise 400.
+    /// 505 for a foreign SIP version (§21.5.20), otherwise 400.
     pub fn status_code(&self) -> u16 {
         match self {
             ParseError::BadVersion => 505,
@@ -950,15 +950,21 @@ impl SipMessage {
         let mut lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
         let start = parse_start_line(lines.next().unwrap_or_default())?;
 
-        let mut headers: Vec<Header> = Vec::new();
+        // Unfold first (§7.3.1: a continuation line is equivalent to one SP),
+        // appending in place so many short continuations stay linear.
+        let mut logical: Vec<String> = Vec::new();
         for line in lines {
             if line.starts_with([' ', '\t']) {
-                // Folded continuation (§7.3.1): equivalent to one SP.
-                let prev = headers.last_mut().ok_or(ParseError::BadHeaderLine)?;
-                let cont = Header::new(&prev.name, &format!("{} {}", prev.value, line.trim()))?;
-                *prev = cont;
-                continue;
+                let prev = logical.last_mut().ok_or(ParseError::BadHeaderLine)?;
+                prev.truncate(prev.trim_end_matches([' ', '\t']).len());
+                prev.push(' ');
+                prev.push_str(line.trim_matches([' ', '\t']));
+            } else {
+                logical.push(line.to_owned());
             }
+        }
+        let mut headers = Vec::with_capacity(logical.len());
+        for line in &logical {
             let (name, value) = line.split_once(':').ok_or(ParseError::BadHeaderLine)?;
             headers.push(Header::new(name.trim_end_matches([' ', '\t']), value)?);
         }
@@ -1347,10 +1353,10 @@ impl SipMessage {
 
     /// Replaces (or with `None` removes) the first value of the first line
     /// of `name`, keeping that line's other comma-separated values.
-    fn replace_first_value(&mut self, name: &str, new: Option<&str>) -> Result<(), ParseError> {
+    fn replace_first_value(&mut self, name: &'static str, new: Option<&str>) -> Result<(), ParseError> {
         let mut headers = self.headers.clone();
-        let idx = headers.iter().position(|h| h.is(name)).ok_or(ParseError::MissingHeader("header"))?;
-        let line = headers.get(idx).ok_or(ParseError::MissingHeader("header"))?;
+        let idx = headers.iter().position(|h| h.is(name)).ok_or(ParseError::MissingHeader(name))?;
+        let line = headers.get(idx).ok_or(ParseError::MissingHeader(name))?;
         let mut values: Vec<&str> = split_list(&line.value).collect();
         match new {
             Some(v) if values.is_empty() => values.push(v),
@@ -1765,6 +1771,20 @@ Content-Length: 0
         let mut d = b"\r\n\r\n".to_vec();
         d.extend(crlf(BARESIP_REGISTER));
         assert!(SipMessage::parse(&d).is_ok());
+    }
+
+    #[test]
+    fn many_folded_lines_stay_linear() {
+        // 30,000 continuation lines in a 64 KiB datagram must not be quadratic.
+        let folded = format!("Subject: a   {}", "\r\n x".repeat(30_000));
+        let raw = BARESIP_REGISTER.replace("Supported: outbound,path,gruu,replaces", "X-Placeholder: 1");
+        let raw = String::from_utf8(crlf(&raw)).unwrap().replace("X-Placeholder: 1", &folded);
+        let start = std::time::Instant::now();
+        let m = SipMessage::parse(raw.as_bytes()).unwrap();
+        assert!(start.elapsed() < std::time::Duration::from_secs(1));
+        let subject = m.header("Subject").unwrap();
+        assert!(subject.starts_with("a x x"));
+        assert_eq!(subject.len(), 1 + 2 * 30_000);
     }
 
     #[test]

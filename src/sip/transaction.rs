@@ -19,6 +19,8 @@
 //! [`TxError::Overloaded`] (the TU answers 503 upstream); CANCEL client
 //! transactions (at most one per INVITE) are admitted.
 //!
+//! Timer C (§16.8) belongs to the proxy core, not to this layer.
+//!
 //! Not done: `maddr` and DNS-based response addressing (§18.2.2 with a domain
 //! sent-by falls back to the source IP), and the stateless retransmission of
 //! 2xx by a UAS core (§13.3.1.4 — the TU's job).
@@ -127,7 +129,7 @@ pub enum RequestDisposition {
     /// `invite` is the INVITE server transaction it matches, if any.
     Cancel { tx: ServerTxId, invite: Option<ServerTxId> },
     /// An ACK for the TU: the ACK of a 2xx is its own transaction (§17.1.1.3),
-    /// or, matching an INVITE in Accepted, "passed to the TU" (RFC 6026 §8.7).
+    /// or, matching an INVITE in Accepted, "passed to the TU" (RFC 6026 §7.1).
     Ack { invite: Option<ServerTxId> },
     /// A retransmission, absorbed; the last response (if any) was re-sent.
     Retransmission,
@@ -147,7 +149,7 @@ pub enum ResponseDisposition {
     /// A retransmission the transaction absorbed.
     Absorbed,
     /// Matches no transaction (§18.1.2): a proxy forwards it statelessly
-    /// (§16.7 step 1... §16.11).
+    /// (§16.7, §16.11).
     Stray,
 }
 
@@ -387,7 +389,7 @@ impl TransactionLayer {
             return self.server_ack(now, id);
         }
         if let Some(&id) = self.server_keys.get(&key) {
-            // §17.2.1/§17.2.2: re-send the last response; RFC 6026 §8.7: in
+            // §17.2.1/§17.2.2: re-send the last response; RFC 6026 §7.1: in
             // Accepted the INVITE is absorbed without one (the UAS core
             // retransmits its 2xx end to end).
             if let Some(tx) = self.servers.get(&id)
@@ -695,13 +697,14 @@ impl TransactionLayer {
     /// Cancels client INVITE `invite` (§9.1): builds the CANCEL and runs it
     /// as its own non-INVITE transaction to the same destination. Before a
     /// provisional response it is held and sent when one arrives (dropped if
-    /// a final response comes first). Calling again returns the same id.
+    /// a final response comes first). Calling again while that CANCEL lives
+    /// returns the same id.
     pub fn cancel_request(&mut self, now: Instant, invite: ClientTxId) -> Result<ClientTxId, TxError> {
         let tx = self.clients.get(&invite).ok_or(TxError::Unknown)?;
         if !tx.invite {
             return Err(TxError::InvalidState("only INVITE can be cancelled"));
         }
-        if let Some(existing) = tx.partner {
+        if let Some(existing) = tx.partner.filter(|c| self.clients.contains_key(c)) {
             return Ok(existing);
         }
         let held = match tx.state {
@@ -929,4 +932,498 @@ fn build_cancel(invite: &SipMessage) -> Result<SipMessage, ParseError> {
     h.push(Header::new("CSeq", &format!("{} CANCEL", invite.cseq().seq))?);
     copy_lines(invite, "Route", &mut h);
     SipMessage::new_request(Method::Cancel, uri, h, Vec::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::message::Contacts;
+
+    fn udp(port: u16) -> TransportAddr {
+        TransportAddr { transport: Transport::Udp, addr: SocketAddr::new([192, 0, 2, 10].into(), port), flow: None }
+    }
+
+    fn tcp(port: u16) -> TransportAddr {
+        TransportAddr { transport: Transport::Tcp, addr: SocketAddr::new([192, 0, 2, 10].into(), port), flow: Some(7) }
+    }
+
+    fn request(method: &str, branch: &str, transport: &str, extra: &str) -> SipMessage {
+        let text = format!(
+            "{method} sip:bob@example.com SIP/2.0\r\n\
+             Via: SIP/2.0/{transport} 192.0.2.10:5060;branch={branch}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=fa\r\nTo: <sip:bob@example.com>\r\n\
+             Call-ID: call-1\r\nCSeq: 7 {method}\r\n{extra}\r\n"
+        );
+        SipMessage::parse(text.as_bytes()).unwrap()
+    }
+
+    fn invite(branch: &str) -> SipMessage {
+        request("INVITE", branch, "UDP", "Route: <sip:edge.example.net;lr>\r\nContact: <sip:alice@192.0.2.10>\r\n")
+    }
+
+    fn reply(req: &SipMessage, code: u16) -> SipMessage {
+        let tag = (code > 100).then_some("tb");
+        SipMessage::response_to(req, StatusCode::new(code).unwrap(), None, tag)
+    }
+
+    fn layer() -> TransactionLayer {
+        TransactionLayer::new(TransactionConfig::default())
+    }
+
+    fn transmits(l: &mut TransactionLayer) -> Vec<Transmit> {
+        std::iter::from_fn(|| l.poll_transmit()).collect()
+    }
+
+    fn events(l: &mut TransactionLayer) -> Vec<TxEvent> {
+        std::iter::from_fn(|| l.poll_event()).collect()
+    }
+
+    fn parsed(t: &Transmit) -> SipMessage {
+        SipMessage::parse(&t.payload).unwrap()
+    }
+
+    /// Fires every timer up to `end`; returns (time since t0, transmit).
+    fn run(l: &mut TransactionLayer, t0: Instant, end: Instant) -> Vec<(Duration, Transmit)> {
+        let mut out = Vec::new();
+        while let Some(at) = l.poll_timeout().filter(|at| *at <= end) {
+            l.handle_timeout(at);
+            out.extend(transmits(l).into_iter().map(|t| (at - t0, t)));
+        }
+        out
+    }
+
+    fn ms(v: &[u64]) -> Vec<Duration> {
+        v.iter().map(|m| Duration::from_millis(*m)).collect()
+    }
+
+    #[test]
+    fn client_invite_udp_timer_a_doubles_until_b() {
+        let (mut l, t0) = (layer(), Instant::now());
+        let id = l.send_request(t0, invite("z9hG4bKa1"), udp(5060)).unwrap();
+        assert_eq!(transmits(&mut l).len(), 1);
+        assert_eq!(l.client_state(id), Some(ClientState::Calling));
+        let sent = run(&mut l, t0, t0 + Duration::from_secs(40));
+        let times: Vec<Duration> = sent.iter().map(|(t, _)| *t).collect();
+        assert_eq!(times, ms(&[500, 1500, 3500, 7500, 15500, 31500]));
+        assert!(sent.iter().all(|(_, t)| parsed(t).method() == Some(&Method::Invite)));
+        assert_eq!(events(&mut l), vec![TxEvent::Timeout(TxId::Client(id)), TxEvent::Terminated(TxId::Client(id))]);
+        assert_eq!(l.poll_timeout(), None);
+        assert!(l.is_empty());
+    }
+
+    #[test]
+    fn client_non_invite_timer_e_capped_at_t2() {
+        let (mut l, t0) = (layer(), Instant::now());
+        let id = l.send_request(t0, request("REGISTER", "z9hG4bKr1", "UDP", ""), udp(5060)).unwrap();
+        transmits(&mut l);
+        let times: Vec<Duration> = run(&mut l, t0, t0 + Duration::from_secs(40)).into_iter().map(|(t, _)| t).collect();
+        assert_eq!(times, ms(&[500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500]));
+        assert_eq!(events(&mut l)[0], TxEvent::Timeout(TxId::Client(id)));
+    }
+
+    #[test]
+    fn client_non_invite_proceeding_retransmits_every_t2_then_k() {
+        let (mut l, t0) = (layer(), Instant::now());
+        let req = request("OPTIONS", "z9hG4bKo1", "UDP", "");
+        let id = l.send_request(t0, req.clone(), udp(5060)).unwrap();
+        transmits(&mut l);
+        let at = t0 + Duration::from_millis(200);
+        assert_eq!(l.handle_response(at, &reply(&req, 180), udp(5060)), ResponseDisposition::Deliver(id));
+        assert_eq!(l.client_state(id), Some(ClientState::Proceeding));
+        let times: Vec<Duration> = run(&mut l, t0, t0 + Duration::from_secs(9)).into_iter().map(|(t, _)| t).collect();
+        assert_eq!(times, ms(&[500, 4500, 8500]));
+        let done = t0 + Duration::from_secs(9);
+        assert_eq!(l.handle_response(done, &reply(&req, 200), udp(5060)), ResponseDisposition::Deliver(id));
+        assert_eq!(l.handle_response(done, &reply(&req, 200), udp(5060)), ResponseDisposition::Absorbed);
+        assert_eq!(l.poll_timeout(), Some(done + Duration::from_secs(5)), "Timer K = T4");
+        assert!(run(&mut l, t0, done + Duration::from_secs(5)).is_empty());
+        assert_eq!(events(&mut l), vec![TxEvent::Terminated(TxId::Client(id))]);
+    }
+
+    #[test]
+    fn reliable_transport_never_retransmits() {
+        let (mut l, t0) = (layer(), Instant::now());
+        let inv = l.send_request(t0, invite("z9hG4bKt1"), tcp(5060)).unwrap();
+        let req = request("MESSAGE", "z9hG4bKt2", "TCP", "");
+        let msg = l.send_request(t0, req.clone(), tcp(5060)).unwrap();
+        assert_eq!(transmits(&mut l).len(), 2);
+        assert_eq!(l.poll_timeout(), Some(t0 + Duration::from_secs(32)), "only Timers B and F");
+        // Final response on a reliable transport: Timer K is zero.
+        assert_eq!(l.handle_response(t0, &reply(&req, 200), tcp(5060)), ResponseDisposition::Deliver(msg));
+        assert_eq!(events(&mut l), vec![TxEvent::Terminated(TxId::Client(msg))]);
+        assert!(run(&mut l, t0, t0 + Duration::from_secs(40)).is_empty());
+        assert_eq!(events(&mut l), vec![TxEvent::Timeout(TxId::Client(inv)), TxEvent::Terminated(TxId::Client(inv))]);
+    }
+
+    #[test]
+    fn client_invite_failure_is_acked_and_timer_d() {
+        let (mut l, t0) = (layer(), Instant::now());
+        let req = invite("z9hG4bKf1");
+        let id = l.send_request(t0, req.clone(), udp(5060)).unwrap();
+        transmits(&mut l);
+        let busy = reply(&req, 486);
+        assert_eq!(l.handle_response(t0, &busy, udp(5060)), ResponseDisposition::Deliver(id));
+        let ack = transmits(&mut l);
+        assert_eq!(ack.len(), 1);
+        let ack = parsed(&ack[0]);
+        assert_eq!(ack.method(), Some(&Method::Ack));
+        assert_eq!(ack.cseq().seq, 7);
+        assert_eq!(ack.cseq().method, Method::Ack);
+        assert_eq!(ack.top_via().unwrap().branch(), Some("z9hG4bKf1"));
+        assert_eq!(ack.to().tag(), Some("tb"));
+        assert_eq!(ack.request_uri(), req.request_uri());
+        assert_eq!(ack.routes().unwrap().len(), 1);
+        assert_eq!(ack.header("Contact"), None);
+        // A retransmitted 486 is absorbed and re-ACKed.
+        assert_eq!(l.handle_response(t0, &busy, udp(5060)), ResponseDisposition::Absorbed);
+        assert_eq!(parsed(&transmits(&mut l)[0]).method(), Some(&Method::Ack));
+        assert_eq!(l.poll_timeout(), Some(t0 + Duration::from_secs(32)), "Timer D");
+        assert!(run(&mut l, t0, t0 + Duration::from_secs(32)).is_empty(), "no retransmits in Completed");
+        assert_eq!(events(&mut l), vec![TxEvent::Terminated(TxId::Client(id))]);
+
+        // On TCP Timer D is zero.
+        let id = l.send_request(t0, req.clone(), tcp(5060)).unwrap();
+        transmits(&mut l);
+        assert_eq!(l.handle_response(t0, &busy, tcp(5060)), ResponseDisposition::Deliver(id));
+        assert_eq!(transmits(&mut l).len(), 1, "the ACK");
+        assert_eq!(events(&mut l), vec![TxEvent::Terminated(TxId::Client(id))]);
+    }
+
+    #[test]
+    fn client_invite_2xx_accepted_passes_retransmissions_then_m() {
+        let (mut l, t0) = (layer(), Instant::now());
+        let req = invite("z9hG4bKs1");
+        let id = l.send_request(t0, req.clone(), udp(5060)).unwrap();
+        transmits(&mut l);
+        assert_eq!(l.handle_response(t0, &reply(&req, 180), udp(5060)), ResponseDisposition::Deliver(id));
+        let ok = reply(&req, 200);
+        let at = t0 + Duration::from_secs(1);
+        assert_eq!(l.handle_response(at, &ok, udp(5060)), ResponseDisposition::Deliver(id));
+        assert_eq!(l.client_state(id), Some(ClientState::Accepted));
+        assert!(transmits(&mut l).is_empty(), "the TU ACKs a 2xx");
+        assert_eq!(l.handle_response(at, &ok, udp(5060)), ResponseDisposition::Deliver(id));
+        assert_eq!(l.handle_response(at, &reply(&req, 180), udp(5060)), ResponseDisposition::Absorbed);
+        assert_eq!(l.poll_timeout(), Some(at + Duration::from_secs(32)), "Timer M = 64*T1");
+        run(&mut l, t0, at + Duration::from_secs(32));
+        assert_eq!(events(&mut l), vec![TxEvent::Terminated(TxId::Client(id))]);
+        assert_eq!(l.handle_response(at, &ok, udp(5060)), ResponseDisposition::Stray);
+    }
+
+    #[test]
+    fn response_matching_uses_branch_and_cseq_method() {
+        let (mut l, t0) = (layer(), Instant::now());
+        let req = invite("z9hG4bKm1");
+        l.send_request(t0, req.clone(), udp(5060)).unwrap();
+        let mut other = reply(&req, 200);
+        other.set_header("CSeq", "7 BYE").unwrap();
+        assert_eq!(l.handle_response(t0, &other, udp(5060)), ResponseDisposition::Stray);
+        let wrong_branch = reply(&invite("z9hG4bKzz"), 200);
+        assert_eq!(l.handle_response(t0, &wrong_branch, udp(5060)), ResponseDisposition::Stray);
+        assert!(matches!(l.send_request(t0, req, udp(5060)), Err(TxError::DuplicateBranch)));
+        let legacy = request("OPTIONS", "1234", "UDP", "");
+        assert!(matches!(l.send_request(t0, legacy, udp(5060)), Err(TxError::NoBranch)));
+        let ack = request("ACK", "z9hG4bKack", "UDP", "");
+        assert!(matches!(l.send_request(t0, ack, udp(5060)), Err(TxError::AckIsNotATransaction)));
+    }
+
+    #[test]
+    fn server_non_invite_absorbs_retransmissions_and_timer_j() {
+        let (mut l, t0) = (layer(), Instant::now());
+        let req = request("REGISTER", "z9hG4bKsr1", "UDP", "Contact: <sip:alice@192.0.2.10>\r\n");
+        let RequestDisposition::New(id) = l.handle_request(t0, &req, udp(5060)) else { panic!() };
+        assert!(matches!(l.server_request(id).unwrap().contacts(), Ok(Contacts::Bindings(_))));
+        assert_eq!(l.server_state(id), Some(ServerState::Trying));
+        // Retransmission before any response: absorbed silently.
+        assert_eq!(l.handle_request(t0, &req, udp(5060)), RequestDisposition::Retransmission);
+        assert!(transmits(&mut l).is_empty());
+        l.respond(t0, id, reply(&req, 200)).unwrap();
+        let sent = transmits(&mut l);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].to, udp(5060));
+        assert_eq!(parsed(&sent[0]).status(), Some(StatusCode::OK));
+        // Retransmission after the final: the 200 is re-sent by the layer.
+        let at = t0 + Duration::from_secs(2);
+        assert_eq!(l.handle_request(at, &req, udp(5060)), RequestDisposition::Retransmission);
+        assert_eq!(transmits(&mut l)[0].payload, sent[0].payload);
+        assert!(matches!(l.respond(at, id, reply(&req, 500)), Err(TxError::InvalidState(_))));
+        assert_eq!(l.poll_timeout(), Some(t0 + Duration::from_secs(32)), "Timer J = 64*T1");
+        run(&mut l, t0, t0 + Duration::from_secs(32));
+        assert_eq!(events(&mut l), vec![TxEvent::Terminated(TxId::Server(id))]);
+        // After J a retransmission is a new request.
+        assert!(matches!(l.handle_request(at, &req, udp(5060)), RequestDisposition::New(_)));
+
+        // Reliable: J is zero.
+        let req = request("REGISTER", "z9hG4bKsr2", "TCP", "");
+        let RequestDisposition::New(id) = l.handle_request(t0, &req, tcp(40000)) else { panic!() };
+        l.respond(t0, id, reply(&req, 200)).unwrap();
+        assert_eq!(transmits(&mut l)[0].to, tcp(40000), "same connection");
+        assert_eq!(events(&mut l), vec![TxEvent::Terminated(TxId::Server(id))]);
+    }
+
+    #[test]
+    fn server_invite_automatic_trying_and_provisional_resend() {
+        let (mut l, t0) = (layer(), Instant::now());
+        let req = invite("z9hG4bKsi1");
+        let RequestDisposition::New(id) = l.handle_request(t0, &req, udp(5060)) else { panic!() };
+        assert_eq!(l.poll_timeout(), Some(t0 + Duration::from_millis(200)));
+        let sent = run(&mut l, t0, t0 + Duration::from_millis(300));
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].0, Duration::from_millis(200));
+        let trying = parsed(&sent[0].1);
+        assert_eq!(trying.status(), Some(StatusCode::TRYING));
+        assert_eq!(trying.to().tag(), None);
+        assert_eq!(l.handle_request(t0, &req, udp(5060)), RequestDisposition::Retransmission);
+        assert_eq!(parsed(&transmits(&mut l)[0]).status(), Some(StatusCode::TRYING));
+        l.respond(t0, id, reply(&req, 180)).unwrap();
+        transmits(&mut l);
+        assert_eq!(l.handle_request(t0, &req, udp(5060)), RequestDisposition::Retransmission);
+        assert_eq!(parsed(&transmits(&mut l)[0]).status(), Some(StatusCode::RINGING));
+        assert_eq!(l.poll_timeout(), None, "Proceeding has no timers");
+
+        // A TU that answers within 200 ms suppresses the automatic 100.
+        let req = invite("z9hG4bKsi2");
+        let RequestDisposition::New(id) = l.handle_request(t0, &req, udp(5060)) else { panic!() };
+        l.respond(t0 + Duration::from_millis(50), id, reply(&req, 180)).unwrap();
+        transmits(&mut l);
+        assert!(run(&mut l, t0, t0 + Duration::from_secs(1)).is_empty());
+    }
+
+    #[test]
+    fn server_invite_failure_timer_g_then_ack_and_timer_i() {
+        let (mut l, t0) = (layer(), Instant::now());
+        let req = invite("z9hG4bKsf1");
+        let RequestDisposition::New(id) = l.handle_request(t0, &req, udp(5060)) else { panic!() };
+        l.respond(t0, id, reply(&req, 486)).unwrap();
+        assert_eq!(transmits(&mut l).len(), 1);
+        assert_eq!(l.server_state(id), Some(ServerState::Completed));
+        let times: Vec<Duration> =
+            run(&mut l, t0, t0 + Duration::from_millis(12_000)).into_iter().map(|(t, _)| t).collect();
+        assert_eq!(times, ms(&[500, 1500, 3500, 7500, 11500]), "Timer G capped at T2");
+        // The ACK (same branch) is absorbed: Confirmed, Timer I = T4.
+        let at = t0 + Duration::from_secs(12);
+        let ack = request("ACK", "z9hG4bKsf1", "UDP", "");
+        assert_eq!(l.handle_request(at, &ack, udp(5060)), RequestDisposition::AckAbsorbed);
+        assert_eq!(l.server_state(id), Some(ServerState::Confirmed));
+        assert_eq!(l.handle_request(at, &ack, udp(5060)), RequestDisposition::AckAbsorbed);
+        assert_eq!(l.poll_timeout(), Some(at + Duration::from_secs(5)));
+        assert!(run(&mut l, t0, at + Duration::from_secs(5)).is_empty());
+        assert_eq!(events(&mut l), vec![TxEvent::Terminated(TxId::Server(id))]);
+    }
+
+    #[test]
+    fn server_invite_failure_without_ack_timer_h() {
+        let (mut l, t0) = (layer(), Instant::now());
+        let req = request("INVITE", "z9hG4bKsh1", "TCP", "");
+        let RequestDisposition::New(id) = l.handle_request(t0, &req, tcp(5060)) else { panic!() };
+        l.respond(t0, id, reply(&req, 603)).unwrap();
+        transmits(&mut l);
+        assert_eq!(l.poll_timeout(), Some(t0 + Duration::from_secs(32)), "reliable: no G, only H");
+        assert!(run(&mut l, t0, t0 + Duration::from_secs(32)).is_empty());
+        assert_eq!(events(&mut l), vec![TxEvent::Timeout(TxId::Server(id)), TxEvent::Terminated(TxId::Server(id))]);
+
+        // On TCP the ACK ends the transaction at once (Timer I = 0).
+        let req = request("INVITE", "z9hG4bKsh2", "TCP", "");
+        let RequestDisposition::New(id) = l.handle_request(t0, &req, tcp(5060)) else { panic!() };
+        l.respond(t0, id, reply(&req, 486)).unwrap();
+        let ack = request("ACK", "z9hG4bKsh2", "TCP", "");
+        assert_eq!(l.handle_request(t0, &ack, tcp(5060)), RequestDisposition::AckAbsorbed);
+        assert_eq!(events(&mut l), vec![TxEvent::Terminated(TxId::Server(id))]);
+    }
+
+    #[test]
+    fn server_invite_2xx_accepted_and_ack_to_tu() {
+        let (mut l, t0) = (layer(), Instant::now());
+        let req = invite("z9hG4bKsa1");
+        let RequestDisposition::New(id) = l.handle_request(t0, &req, udp(5060)) else { panic!() };
+        let ok = reply(&req, 200);
+        l.respond(t0, id, ok.clone()).unwrap();
+        transmits(&mut l);
+        assert_eq!(l.server_state(id), Some(ServerState::Accepted));
+        // RFC 6026: retransmitted INVITE absorbed without a re-sent 2xx.
+        assert_eq!(l.handle_request(t0, &req, udp(5060)), RequestDisposition::Retransmission);
+        assert!(transmits(&mut l).is_empty());
+        // Further 2xx from the TU (forked answers, UAS retransmits) go out.
+        l.respond(t0, id, ok.clone()).unwrap();
+        assert_eq!(transmits(&mut l).len(), 1);
+        assert!(matches!(l.respond(t0, id, reply(&req, 486)), Err(TxError::InvalidState(_))));
+        // The 2xx ACK is its own transaction (new branch) → TU.
+        let ack = request("ACK", "z9hG4bKnewbranch", "UDP", "");
+        assert_eq!(l.handle_request(t0, &ack, udp(5060)), RequestDisposition::Ack { invite: None });
+        let same = request("ACK", "z9hG4bKsa1", "UDP", "");
+        assert_eq!(l.handle_request(t0, &same, udp(5060)), RequestDisposition::Ack { invite: Some(id) });
+        assert_eq!(l.poll_timeout(), Some(t0 + Duration::from_secs(32)), "Timer L");
+        run(&mut l, t0, t0 + Duration::from_secs(32));
+        assert_eq!(events(&mut l), vec![TxEvent::Terminated(TxId::Server(id))]);
+    }
+
+    #[test]
+    fn server_cancel_matches_invite_but_is_its_own_transaction() {
+        let (mut l, t0) = (layer(), Instant::now());
+        let inv = invite("z9hG4bKc1");
+        let RequestDisposition::New(iid) = l.handle_request(t0, &inv, udp(5060)) else { panic!() };
+        let cancel = request("CANCEL", "z9hG4bKc1", "UDP", "");
+        let RequestDisposition::Cancel { tx, invite: Some(target) } = l.handle_request(t0, &cancel, udp(5060)) else {
+            panic!()
+        };
+        assert_eq!(target, iid);
+        assert_ne!(tx, iid);
+        assert_eq!(l.handle_request(t0, &cancel, udp(5060)), RequestDisposition::Retransmission);
+        l.respond(t0, tx, reply(&cancel, 200)).unwrap();
+        l.respond(t0, iid, reply(&inv, 487)).unwrap();
+        let sent: Vec<SipMessage> = transmits(&mut l).iter().map(parsed).collect();
+        assert_eq!(sent[0].cseq().method, Method::Cancel);
+        assert_eq!(sent[1].status(), Some(StatusCode::REQUEST_TERMINATED));
+        // Response for the wrong transaction is refused.
+        assert_eq!(l.respond(t0, tx, reply(&inv, 200)), Err(TxError::Mismatch));
+        // A CANCEL matching nothing (other sent-by) carries no target.
+        let mut stray = request("CANCEL", "z9hG4bKc1", "UDP", "");
+        stray.pop_via();
+        stray.push_via(&Via::parse("SIP/2.0/UDP 198.51.100.1;branch=z9hG4bKc1").unwrap()).unwrap();
+        assert!(matches!(l.handle_request(t0, &stray, udp(5060)), RequestDisposition::Cancel { invite: None, .. }));
+    }
+
+    #[test]
+    fn client_cancel_waits_for_provisional() {
+        let (mut l, t0) = (layer(), Instant::now());
+        let req = invite("z9hG4bKcc1");
+        let inv = l.send_request(t0, req.clone(), udp(5060)).unwrap();
+        transmits(&mut l);
+        let cancel = l.cancel_request(t0, inv).unwrap();
+        assert_eq!(l.cancel_request(t0, inv).unwrap(), cancel, "idempotent");
+        assert!(transmits(&mut l).is_empty(), "no CANCEL before a provisional (§9.1)");
+        assert_eq!(l.client_state(cancel), Some(ClientState::Held));
+        let at = t0 + Duration::from_millis(100);
+        assert_eq!(l.handle_response(at, &reply(&req, 180), udp(5060)), ResponseDisposition::Deliver(inv));
+        let sent = transmits(&mut l);
+        assert_eq!(sent.len(), 1);
+        let c = parsed(&sent[0]);
+        assert_eq!(c.method(), Some(&Method::Cancel));
+        assert_eq!(c.cseq().seq, 7);
+        assert_eq!(c.cseq().method, Method::Cancel);
+        assert_eq!(c.request_uri(), req.request_uri());
+        assert_eq!(c.vias(), &req.vias()[..1]);
+        assert_eq!(c.to(), req.to());
+        assert_eq!(c.from(), req.from());
+        assert_eq!(c.routes().unwrap(), req.routes().unwrap());
+        assert_eq!(c.header("Contact"), None);
+        // Its 200 goes to the CANCEL transaction, the 487 to the INVITE's.
+        let ok = SipMessage::response_to(&c, StatusCode::OK, None, Some("tb"));
+        assert_eq!(l.handle_response(at, &ok, udp(5060)), ResponseDisposition::Deliver(cancel));
+        assert_eq!(l.handle_response(at, &reply(&req, 487), udp(5060)), ResponseDisposition::Deliver(inv));
+        assert!(matches!(l.cancel_request(at, inv), Ok(id) if id == cancel));
+
+        // A final response before any provisional drops the held CANCEL.
+        let req = invite("z9hG4bKcc2");
+        let inv = l.send_request(t0, req.clone(), udp(5060)).unwrap();
+        let cancel = l.cancel_request(t0, inv).unwrap();
+        transmits(&mut l);
+        events(&mut l);
+        l.handle_response(t0, &reply(&req, 404), udp(5060));
+        let sent = transmits(&mut l);
+        assert_eq!(sent.len(), 1, "only the ACK");
+        assert_eq!(parsed(&sent[0]).method(), Some(&Method::Ack));
+        assert_eq!(events(&mut l), vec![TxEvent::Terminated(TxId::Client(cancel))]);
+        assert!(matches!(l.cancel_request(t0, inv), Err(TxError::InvalidState(_))));
+    }
+
+    #[test]
+    fn capacity_limit_answers_503() {
+        let config = TransactionConfig { max_transactions: 2, ..TransactionConfig::default() };
+        let (mut l, t0) = (TransactionLayer::new(config), Instant::now());
+        let a = request("REGISTER", "z9hG4bKcap1", "UDP", "");
+        let inv = invite("z9hG4bKcap2");
+        let RequestDisposition::New(first) = l.handle_request(t0, &a, udp(5060)) else { panic!() };
+        assert!(matches!(l.handle_request(t0, &inv, udp(5060)), RequestDisposition::New(_)));
+        let c = request("OPTIONS", "z9hG4bKcap3", "UDP", "");
+        assert_eq!(l.handle_request(t0, &c, udp(5060)), RequestDisposition::Overloaded);
+        let sent = transmits(&mut l);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].tx, None);
+        let busy = parsed(&sent[0]);
+        assert_eq!(busy.status(), Some(StatusCode::SERVICE_UNAVAILABLE));
+        assert_eq!(busy.header("Retry-After"), Some("5"));
+        assert!(busy.to().tag().is_some());
+        assert_eq!(l.len(), 2);
+        // ACKs and a CANCEL for a live INVITE still get through.
+        let ack = request("ACK", "z9hG4bKother", "UDP", "");
+        assert_eq!(l.handle_request(t0, &ack, udp(5060)), RequestDisposition::Ack { invite: None });
+        let cancel = request("CANCEL", "z9hG4bKcap2", "UDP", "");
+        let RequestDisposition::Cancel { tx: cancel_tx, invite: Some(_) } = l.handle_request(t0, &cancel, udp(5060))
+        else {
+            panic!()
+        };
+        assert!(matches!(
+            l.send_request(t0, request("OPTIONS", "z9hG4bKout", "UDP", ""), udp(5060)),
+            Err(TxError::Overloaded)
+        ));
+        // Room again once transactions end.
+        l.transport_error(TxId::Server(first));
+        assert_eq!(
+            events(&mut l),
+            vec![TxEvent::TransportError(TxId::Server(first)), TxEvent::Terminated(TxId::Server(first))]
+        );
+        l.transport_error(TxId::Server(first));
+        assert!(events(&mut l).is_empty(), "reported once");
+        let c = request("OPTIONS", "z9hG4bKcap4", "UDP", "");
+        assert_eq!(l.respond(t0, ServerTxId(999), reply(&c, 200)), Err(TxError::Unknown));
+        // Still full (INVITE + CANCEL) until another one ends.
+        assert_eq!(l.handle_request(t0, &c, udp(5060)), RequestDisposition::Overloaded);
+        l.transport_error(TxId::Server(cancel_tx));
+        assert!(matches!(l.handle_request(t0, &c, udp(5060)), RequestDisposition::New(_)));
+    }
+
+    #[test]
+    fn response_addressing() {
+        let (mut l, t0) = (layer(), Instant::now());
+        let nat = TransportAddr { transport: Transport::Udp, addr: "203.0.113.9:61000".parse().unwrap(), flow: None };
+        // rport requested: answer the source address and port (RFC 3581).
+        let mut req = request("OPTIONS", "z9hG4bKad1", "UDP", "");
+        req.set_top_via_param("rport", None).unwrap();
+        req.stamp_received(nat.addr).unwrap();
+        let RequestDisposition::New(id) = l.handle_request(t0, &req, nat) else { panic!() };
+        l.respond(t0, id, reply(&req, 200)).unwrap();
+        assert_eq!(transmits(&mut l)[0].to, nat);
+        // No rport: received address, sent-by port (§18.2.2).
+        let mut req = request("OPTIONS", "z9hG4bKad2", "UDP", "");
+        req.stamp_received(nat.addr).unwrap();
+        let RequestDisposition::New(id) = l.handle_request(t0, &req, nat) else { panic!() };
+        l.respond(t0, id, reply(&req, 200)).unwrap();
+        assert_eq!(transmits(&mut l)[0].to.addr, "203.0.113.9:5060".parse().unwrap());
+    }
+
+    #[test]
+    fn server_matching_uses_sent_by_and_rfc2543_fallback() {
+        let (mut l, t0) = (layer(), Instant::now());
+        let a = request("OPTIONS", "z9hG4bKsame", "UDP", "");
+        let mut b = a.clone();
+        b.pop_via();
+        b.push_via(&Via::parse("SIP/2.0/UDP 198.51.100.2:5060;branch=z9hG4bKsame").unwrap()).unwrap();
+        assert!(matches!(l.handle_request(t0, &a, udp(5060)), RequestDisposition::New(_)));
+        assert!(matches!(l.handle_request(t0, &b, udp(5060)), RequestDisposition::New(_)));
+
+        // RFC 2543 peer: no magic cookie; matched on Request-URI, tags, Call-ID, CSeq, Via.
+        let old = request("INVITE", "oldbranch", "UDP", "");
+        let RequestDisposition::New(id) = l.handle_request(t0, &old, udp(5060)) else { panic!() };
+        assert_eq!(l.handle_request(t0, &old, udp(5060)), RequestDisposition::Retransmission);
+        l.respond(t0, id, reply(&old, 404)).unwrap();
+        let mut ack = request("ACK", "oldbranch", "UDP", "");
+        ack.set_header("To", "<sip:bob@example.com>;tag=tb").unwrap();
+        assert_eq!(l.handle_request(t0, &ack, udp(5060)), RequestDisposition::AckAbsorbed);
+        assert_eq!(l.server_state(id), Some(ServerState::Confirmed));
+    }
+
+    #[test]
+    fn transport_error_ends_client_transaction() {
+        let (mut l, t0) = (layer(), Instant::now());
+        let id = l.send_request(t0, invite("z9hG4bKte"), tcp(5060)).unwrap();
+        let t = transmits(&mut l).remove(0);
+        assert_eq!(t.tx, Some(TxId::Client(id)));
+        l.transport_error(TxId::Client(id));
+        assert_eq!(
+            events(&mut l),
+            vec![TxEvent::TransportError(TxId::Client(id)), TxEvent::Terminated(TxId::Client(id))]
+        );
+        assert_eq!(l.poll_timeout(), None);
+        assert!(matches!(l.cancel_request(t0, id), Err(TxError::Unknown)));
+    }
 }
