@@ -230,3 +230,75 @@ fn graceful_leave_hands_data_to_the_successor() {
     }
     assert_eq!(fetch(&mut net, ids[0], ids[1]), vec![b"kept".to_vec()]);
 }
+
+/// RFC 7904 USER-NODE-MATCH through the real certificate crypto: a node
+/// stores a SIP registration signed with the AOR's certificate (which binds
+/// the node's Node-ID), keyed by its own Node-ID; anything else is refused.
+#[test]
+fn sip_registration_is_stored_as_the_user() {
+    use chordphone::overlay::{ApiError, Failure};
+    use chordphone::sim::SimPki;
+    use chordphone::wire::kinds::SipRegistration;
+    use chordphone::wire::{Destination, error::ErrorCode};
+
+    let pki = SimPki::new("chordphone.example", [9; 32], WALL_MS / 1000).unwrap();
+    let mut net = Net::new();
+    let (a, b) = (NodeId::from_u128(10 << 100), NodeId::from_u128(20 << 100));
+    for (id, seed) in [(a, 1u8), (b, 2u8)] {
+        let crypto = Box::new(pki.enroll(id, [seed; 32]).unwrap());
+        net.nodes.insert(id, OverlayNode::new(OverlayConfig::default(), id, crypto, seed.into(), net.now, WALL_MS));
+    }
+    net.start(a, Command::CreateRing);
+    net.link(a, b);
+    net.start(b, Command::Join { via: a });
+    net.run_for(10);
+    let (key, cert) = pki.issue_user("alice@example.org", a, [3; 32]).unwrap();
+    let now = net.now;
+    assert_eq!(net.node(a).add_user_identity(now, &key, &cert).as_deref(), Ok("alice@example.org"));
+    // A user certificate for another node is refused.
+    let (key_b, cert_b) = pki.issue_user("bob@example.org", b, [4; 32]).unwrap();
+    assert!(net.node(a).add_user_identity(now, &key_b, &cert_b).is_err());
+
+    let reg = |node: NodeId| {
+        let r = SipRegistration::Route { contact_prefs: vec![], destination_list: vec![Destination::Node(node)] };
+        StoredDataValue::Dictionary(r.to_entry(node).unwrap())
+    };
+    let store = |user: &str, value| Command::StoreAs {
+        user: user.into(),
+        resource_name: b"alice@example.org".to_vec(),
+        kind: KindId::SIP_REGISTRATION,
+        value,
+        lifetime_s: 600,
+    };
+    let ok = net.command(a, store("alice@example.org", reg(a)));
+    // Keyed by another node's Node-ID: Forbidden at the responsible peer.
+    let wrong_key = net.command(a, store("alice@example.org", reg(b)));
+    // Signed by the node's own identity instead of the user's: Forbidden.
+    let as_node = net.command(
+        a,
+        Command::Store {
+            resource_name: b"alice@example.org".to_vec(),
+            kind: KindId::SIP_REGISTRATION,
+            value: reg(a),
+            lifetime_s: 600,
+        },
+    );
+    assert!(matches!(ok, Outcome::Stored { .. }), "{ok:?}");
+    for r in [wrong_key, as_node] {
+        match r {
+            Outcome::Failed(Failure::Error(code, _)) => assert_eq!(code, ErrorCode::FORBIDDEN),
+            other => panic!("expected Forbidden, got {other:?}"),
+        }
+    }
+    let now = net.now;
+    let unknown = net.node(a).command(now, store("carol@example.org", reg(a)));
+    assert_eq!(unknown.err(), Some(ApiError::UnknownUser("carol@example.org".into())));
+    let f = net.command(
+        b,
+        Command::Fetch { resource: ResourceId::from_name(b"alice@example.org"), kind: KindId::SIP_REGISTRATION },
+    );
+    match f {
+        Outcome::Fetched { values } => assert_eq!(values, vec![reg(a)]),
+        other => panic!("fetch: {other:?}"),
+    }
+}

@@ -127,6 +127,9 @@ pub enum Command {
     Leave,
     /// Store one value under the hash of `resource_name` (§7.4.1).
     Store { resource_name: Vec<u8>, kind: KindId, value: StoredDataValue, lifetime_s: u32 },
+    /// Store signed as `user`, one of the user identities this node holds
+    /// (RFC 7904: a SIP-REGISTRATION under an AOR is signed by the AOR).
+    StoreAs { user: String, resource_name: Vec<u8>, kind: KindId, value: StoredDataValue, lifetime_s: u32 },
     /// Fetch every value of `kind` under `resource` (§7.4.2).
     Fetch { resource: ResourceId, kind: KindId },
     /// Route a Ping to whoever is responsible for `resource` (§6.4.2.5).
@@ -216,6 +219,8 @@ pub enum ApiError {
     AlreadyJoined,
     #[error("no link to {0}")]
     NoLink(NodeId),
+    #[error("this node holds no certificate for user '{0}'")]
+    UnknownUser(String),
     #[error("unknown kind {0:?}")]
     UnknownKind(KindId),
     #[error("cannot encode the request: {0}")]

@@ -71,6 +71,15 @@ pub struct CertCrypto {
     identity: SignerIdentity,
     /// Certificates this node has seen verified, by SHA-256 of their DER.
     known: Mutex<BTreeMap<[u8; 32], Arc<VerifiedIdentity>>>,
+    /// Users this node signs for (RFC 7904 USER-NODE-MATCH), by user name.
+    users: Mutex<BTreeMap<String, UserIdentity>>,
+    node_id: NodeId,
+}
+
+struct UserIdentity {
+    key: KeyPair,
+    cert_der: Vec<u8>,
+    identity: SignerIdentity,
 }
 
 impl CertCrypto {
@@ -93,7 +102,15 @@ impl CertCrypto {
         let identity = signer_identity_for(&own, &node_id);
         let mut known = BTreeMap::new();
         known.insert(sha256(&cert_der), own);
-        Ok(CertCrypto { anchor, key, cert_der, identity, known: Mutex::new(known) })
+        Ok(CertCrypto {
+            anchor,
+            key,
+            cert_der,
+            identity,
+            known: Mutex::new(known),
+            users: Mutex::new(BTreeMap::new()),
+            node_id,
+        })
     }
 
     pub fn cert_der(&self) -> &[u8] {
@@ -135,6 +152,44 @@ impl CertCrypto {
 }
 
 impl OverlayCrypto for CertCrypto {
+    fn sign_stored_as(
+        &self,
+        user: &str,
+        resource: &ResourceId,
+        kind: KindId,
+        data: &mut StoredData,
+    ) -> Option<GenericCertificate> {
+        let users = lock(&self.users);
+        let u = users.get(user)?;
+        let (bytes, is_array) = value_bytes(&data.value);
+        data.signature = sign_stored_data(&u.key, &u.identity, resource, kind, data.storage_time, &bytes, is_array)
+            .unwrap_or_else(|_| Signature::none());
+        Some(GenericCertificate::x509(u.cert_der.clone()))
+    }
+
+    fn sign_message_as(&self, user: &str, overlay: u32, transaction_id: u64, contents: &[u8]) -> Option<SecurityBlock> {
+        let users = lock(&self.users);
+        let u = users.get(user)?;
+        let signature = sign_message(&u.key, &u.identity, overlay, transaction_id, contents).ok()?;
+        Some(SecurityBlock { certificates: vec![GenericCertificate::x509(u.cert_der.clone())], signature })
+    }
+
+    fn add_user(&self, key_pkcs8: &[u8], cert_der: &[u8], wall_s: u64) -> Result<String, String> {
+        let key = KeyPair::from_pkcs8_der(key_pkcs8).map_err(|e| e.to_string())?;
+        let cert = self.anchor.verify(cert_der, wall_s)?;
+        if !cert.node_ids.contains(&self.node_id) {
+            return Err(format!("the user certificate does not bind this node ({})", self.node_id));
+        }
+        if cert.spki_der != key.spki_der() {
+            return Err("the user certificate is for another key".to_owned());
+        }
+        let user = cert.user.clone().ok_or_else(|| "the certificate names no user".to_owned())?;
+        let identity = signer_identity_for(&cert, &self.node_id);
+        lock(&self.known).insert(sha256(cert_der), Arc::clone(&cert));
+        lock(&self.users).insert(user.clone(), UserIdentity { key, cert_der: cert_der.to_vec(), identity });
+        Ok(user)
+    }
+
     fn sign_message(&self, overlay: u32, transaction_id: u64, contents: &[u8]) -> SecurityBlock {
         let signature = sign_message(&self.key, &self.identity, overlay, transaction_id, contents)
             .unwrap_or_else(|_| Signature::none());

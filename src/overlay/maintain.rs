@@ -480,6 +480,7 @@ impl OverlayNode {
     }
 
     /// Signs and stores one value under `resource_name` (§7.4.1).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn store_value(
         &mut self,
         now: Instant,
@@ -488,6 +489,7 @@ impl OverlayNode {
         kind: KindId,
         value: StoredDataValue,
         lifetime_s: u32,
+        as_user: Option<&str>,
     ) -> Result<(), ApiError> {
         if !self.config.kinds.iter().any(|k| k.kind == kind) {
             return Err(ApiError::UnknownKind(kind));
@@ -495,17 +497,26 @@ impl OverlayNode {
         let resource = ResourceId::from_name(resource_name);
         let mut data =
             StoredData { storage_time: self.wall_ms(now), lifetime: lifetime_s, value, signature: Signature::none() };
-        self.crypto.sign_stored(&resource, kind, &mut data);
+        let mut extra = Vec::new();
+        match as_user {
+            None => self.crypto.sign_stored(&resource, kind, &mut data),
+            Some(user) => match self.crypto.sign_stored_as(user, &resource, kind, &mut data) {
+                Some(cert) => extra.push(cert),
+                None => return Err(ApiError::UnknownUser(user.to_owned())),
+            },
+        }
         let req = StoreReq {
             resource: resource.clone(),
             replica_number: 0,
             kind_data: vec![StoreKindData { kind, generation_counter: 0, values: vec![data] }],
         };
-        self.send_request(
+        self.send_request_as(
             now,
             vec![Destination::Resource(resource)],
             Body::StoreReq(req),
             Purpose::User(id, UserOp::Store),
+            &extra,
+            as_user,
         )?;
         Ok(())
     }

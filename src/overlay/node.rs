@@ -248,7 +248,11 @@ impl OverlayNode {
             }
             Command::Store { resource_name, kind, value, lifetime_s } => {
                 self.require_joined()?;
-                self.store_value(now, id, &resource_name, kind, value, lifetime_s)?;
+                self.store_value(now, id, &resource_name, kind, value, lifetime_s, None)?;
+            }
+            Command::StoreAs { user, resource_name, kind, value, lifetime_s } => {
+                self.require_joined()?;
+                self.store_value(now, id, &resource_name, kind, value, lifetime_s, Some(&user))?;
             }
             Command::Fetch { resource, kind } => {
                 self.require_joined()?;
@@ -391,6 +395,13 @@ impl OverlayNode {
     /// runtime persists it and dials these first on restart.
     pub fn known_peers(&self) -> Vec<NodeId> {
         self.known.iter().map(|(n, _)| *n).collect()
+    }
+
+    /// Adds a user identity to sign stores with ([`Command::StoreAs`]);
+    /// returns the certificate's user name.
+    pub fn add_user_identity(&mut self, now: Instant, key_pkcs8: &[u8], cert_der: &[u8]) -> Result<String, String> {
+        let wall_s = self.wall_ms(now) / 1000;
+        self.crypto.add_user(key_pkcs8, cert_der, wall_s)
     }
 
     /// Where peers reach us (sent in Attach, §6.5.1): the runtime sets it
@@ -581,8 +592,23 @@ impl OverlayNode {
         purpose: Purpose,
         extra_certs: &[crate::wire::security_block::GenericCertificate],
     ) -> Result<u64, ApiError> {
+        self.send_request_as(now, destination, body, purpose, extra_certs, None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    /// [`Self::send_request_with`] signed as one of our users (the request
+    /// signer must be allowed to write what it stores, §7.4.1.1).
+    pub(super) fn send_request_as(
+        &mut self,
+        now: Instant,
+        destination: Vec<Destination>,
+        body: Body,
+        purpose: Purpose,
+        extra_certs: &[crate::wire::security_block::GenericCertificate],
+        as_user: Option<&str>,
+    ) -> Result<u64, ApiError> {
         let txid = self.fresh_txid();
-        let bytes = self.encode(txid, destination, Vec::new(), body, extra_certs)?;
+        let bytes = self.encode(txid, destination, Vec::new(), body, extra_certs, as_user)?;
         let deadline = now + self.config.reliability_timer;
         self.pending.insert(txid, Pending { bytes: bytes.clone(), retransmits: 0, deadline, purpose });
         self.process(now, None, bytes);
@@ -602,7 +628,7 @@ impl OverlayNode {
             self.counters.errors_sent += 1;
         }
         let destination: Vec<Destination> = request.via_list.iter().rev().cloned().collect();
-        match self.encode(request.transaction_id, destination, Vec::new(), body, extra_certs) {
+        match self.encode(request.transaction_id, destination, Vec::new(), body, extra_certs, None) {
             Ok(bytes) => {
                 self.answered.insert(request.transaction_id, (now + ANSWER_CACHE, bytes.clone()));
                 self.process(now, None, bytes);
@@ -631,12 +657,19 @@ impl OverlayNode {
         via: Vec<Destination>,
         body: Body,
         extra_certs: &[crate::wire::security_block::GenericCertificate],
+        as_user: Option<&str>,
     ) -> Result<Vec<u8>, ApiError> {
         let mut header = ForwardingHeader::new(self.overlay, self.config.configuration_sequence, txid, destination);
         header.ttl = self.config.initial_ttl;
         header.via_list = via;
         let contents = MessageContents::new(body).to_bytes().map_err(|e| ApiError::Encode(e.to_string()))?;
-        let mut security: SecurityBlock = self.crypto.sign_message(self.overlay, txid, &contents);
+        let mut security: SecurityBlock = match as_user {
+            None => self.crypto.sign_message(self.overlay, txid, &contents),
+            Some(u) => self
+                .crypto
+                .sign_message_as(u, self.overlay, txid, &contents)
+                .ok_or_else(|| ApiError::UnknownUser(u.to_owned()))?,
+        };
         security.certificates.extend(extra_certs.iter().cloned());
         assemble(&header, &contents, &security).map_err(|e| ApiError::Encode(e.to_string()))
     }

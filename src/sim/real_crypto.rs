@@ -51,6 +51,15 @@ impl SimPki {
         RealCrypto::new(Arc::clone(&self.anchor), key, cert_der, node_id, self.not_before + 1)
             .map_err(SecurityError::Issue)
     }
+
+    /// A user certificate binding `user` and `node_id` (RFC 7904: what a
+    /// node signs SIP registrations for that user with): (PKCS#8 key, DER).
+    pub fn issue_user(&self, user: &str, node_id: NodeId, seed: [u8; 32]) -> Result<(Vec<u8>, Vec<u8>), SecurityError> {
+        let key = ed25519_key(seed)?;
+        let cert =
+            self.ca.issue(&key.spki_der(), Some(user), &[node_id], self.not_before, self.not_before + VALIDITY_S)?;
+        Ok((key.to_pkcs8_der(), cert))
+    }
 }
 
 /// A deterministic Ed25519 key from a 32-byte seed.
