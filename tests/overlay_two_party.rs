@@ -302,3 +302,38 @@ fn sip_registration_is_stored_as_the_user() {
         other => panic!("fetch: {other:?}"),
     }
 }
+
+/// AppAttach (§6.5.2): a node tells where it serves SIP; an application it
+/// does not serve is Error_Not_Found.
+#[test]
+fn app_attach_returns_the_sip_listener() {
+    use chordphone::overlay::Failure;
+    use chordphone::wire::attach::{APPLICATION_SIP, IceCandidate, OverlayLinkType};
+    use chordphone::wire::error::ErrorCode;
+    use chordphone::wire::types::IpAddressPort;
+
+    let mut net = Net::new();
+    let a = net.add(1 << 100, false);
+    let b = net.add(2 << 100, false);
+    let sip = IceCandidate::host(
+        IpAddressPort("127.0.0.1:15062".parse().unwrap()),
+        OverlayLinkType::TLS_TCP_FH_NO_ICE,
+        b"1".to_vec(),
+        1,
+    );
+    net.node(b).set_app_candidates(vec![(APPLICATION_SIP, vec![sip.clone()])]);
+    net.start(a, Command::CreateRing);
+    net.link(a, b);
+    net.start(b, Command::Join { via: a });
+    net.run_for(10);
+    match net.command(a, Command::AppAttach { node: b, application: APPLICATION_SIP }) {
+        Outcome::AppAttached { peer, application, candidates } => {
+            assert_eq!((peer, application, candidates), (b, APPLICATION_SIP, vec![sip]));
+        }
+        other => panic!("{other:?}"),
+    }
+    match net.command(a, Command::AppAttach { node: b, application: 9999 }) {
+        Outcome::Failed(Failure::Error(code, _)) => assert_eq!(code, ErrorCode::NOT_FOUND),
+        other => panic!("{other:?}"),
+    }
+}

@@ -922,5 +922,10 @@ fn control_answer(req: &ControlRequest, outcome: Outcome) -> ControlResponse {
             "route": route.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
         })),
         Outcome::Left => ControlResponse::ok(json!({"left": true})),
+        Outcome::AppAttached { peer, application, candidates } => ControlResponse::ok(json!({
+            "peer": peer.to_string(),
+            "application": application,
+            "candidates": candidates.iter().map(|c| c.addr_port.0.to_string()).collect::<Vec<_>>(),
+        })),
     }
 }

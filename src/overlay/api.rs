@@ -50,6 +50,9 @@ pub struct OverlayConfig {
     pub kinds: Vec<KindPolicy>,
     /// Where peers reach us: sent in Attach (§6.5.1); the runtime fills it in.
     pub candidates: Vec<IceCandidate>,
+    /// Applications this node serves over AppAttach (§6.5.2), e.g. SIP
+    /// (5060), and where each listens.
+    pub app_candidates: Vec<(u16, Vec<IceCandidate>)>,
 }
 
 /// A kind's definition in the overlay configuration (§11.1 kind-block).
@@ -91,6 +94,7 @@ impl Default for OverlayConfig {
             client: false,
             kinds: KindPolicy::standard(),
             candidates: Vec::new(),
+            app_candidates: Vec::new(),
         }
     }
 }
@@ -132,6 +136,8 @@ pub enum Command {
     StoreAs { user: String, resource_name: Vec<u8>, kind: KindId, value: StoredDataValue, lifetime_s: u32 },
     /// Fetch every value of `kind` under `resource` (§7.4.2).
     Fetch { resource: ResourceId, kind: KindId },
+    /// Ask `node` where it serves `application` (AppAttach, §6.5.2).
+    AppAttach { node: NodeId, application: u16 },
     /// Route a Ping to whoever is responsible for `resource` (§6.4.2.5).
     Lookup { resource: ResourceId },
 }
@@ -161,6 +167,12 @@ pub enum Outcome {
     },
     /// Leave messages and hand-over Stores were sent (§10.9).
     Left,
+    /// `peer` serves `application` at `candidates`.
+    AppAttached {
+        peer: NodeId,
+        application: u16,
+        candidates: Vec<IceCandidate>,
+    },
     LookedUp {
         responsible: NodeId,
         hops: u32,

@@ -118,11 +118,23 @@ impl OverlayNode {
                 }
                 self.respond(now, &header, Body::RouteQueryAns(RouteQueryAns { next_peer }), &[]);
             }
-            // §6.5.2: no application is registered on this node (yet).
-            Body::AppAttachReq(_) => {
-                self.respond_error(now, &header, ErrorCode::NOT_FOUND, "application not supported")
+            Body::AppAttachReq(req) => {
+                // §6.5.2: answer with where the application listens; the
+                // requester (the active side) connects there.
+                let offered = self.config.app_candidates.iter().find(|(app, _)| *app == req.application);
+                match offered {
+                    Some((app, cands)) if !signer.node_ids.is_empty() => {
+                        let ans = crate::wire::attach::AppAttachAns::new(
+                            b"chordphone".to_vec(),
+                            b"chordphone".to_vec(),
+                            *app,
+                            cands.clone(),
+                        );
+                        self.respond(now, &header, Body::AppAttachAns(ans), &[]);
+                    }
+                    _ => self.respond_error(now, &header, ErrorCode::NOT_FOUND, "application not served here"),
+                }
             }
-            // §6.5.4: a configuration we cannot check is acknowledged but not applied.
             Body::ConfigUpdateReq(_) => self.respond(now, &header, Body::ConfigUpdateAns(ConfigUpdateAns), &[]),
             _ => self.respond_error(now, &header, ErrorCode::INVALID_MESSAGE, "unsupported request"),
         }
@@ -146,6 +158,13 @@ impl OverlayNode {
         }
         let responder = signer.node_ids.first().copied();
         match (purpose, body) {
+            (Purpose::User(id, UserOp::AppAttach), Body::AppAttachAns(ans)) => {
+                let peer = responder.unwrap_or(self.id);
+                self.complete(
+                    id,
+                    Outcome::AppAttached { peer, application: ans.application, candidates: ans.candidates },
+                );
+            }
             (Purpose::User(id, UserOp::Lookup), Body::PingAns(_)) => {
                 let responsible = responder.unwrap_or(self.id);
                 self.complete(id, Outcome::LookedUp { responsible, hops, route });

@@ -74,6 +74,7 @@ pub(super) enum Purpose {
 
 #[derive(Clone, Debug)]
 pub(super) enum UserOp {
+    AppAttach,
     Store,
     Fetch(ResourceId, KindId),
     Lookup,
@@ -258,6 +259,16 @@ impl OverlayNode {
                 self.require_joined()?;
                 self.fetch(now, id, resource, kind)?;
             }
+            Command::AppAttach { node, application } => {
+                self.require_joined()?;
+                let body = Body::AppAttachReq(crate::wire::attach::AppAttachReq::new(
+                    b"chordphone".to_vec(),
+                    b"chordphone".to_vec(),
+                    application,
+                    Vec::new(),
+                ));
+                self.send_request(now, vec![Destination::Node(node)], body, Purpose::User(id, UserOp::AppAttach))?;
+            }
             Command::Lookup { resource } => {
                 self.require_joined()?;
                 let body = Body::PingReq(crate::wire::topology::PingReq::default());
@@ -395,6 +406,11 @@ impl OverlayNode {
     /// runtime persists it and dials these first on restart.
     pub fn known_peers(&self) -> Vec<NodeId> {
         self.known.iter().map(|(n, _)| *n).collect()
+    }
+
+    /// Applications served over AppAttach (§6.5.2) and where they listen.
+    pub fn set_app_candidates(&mut self, apps: Vec<(u16, Vec<crate::wire::attach::IceCandidate>)>) {
+        self.config.app_candidates = apps;
     }
 
     /// Adds a user identity to sign stores with ([`Command::StoreAs`]);
