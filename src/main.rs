@@ -40,6 +40,9 @@ enum Cmd {
     Fetch(nodecli::NameArgs),
     /// Which peer is responsible for NAME, and the route a request takes there.
     Lookup(nodecli::NameArgs),
+    /// SIP accounts of a node (registrar users).
+    #[command(subcommand)]
+    User(nodecli::UserCmd),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         Cmd::Store(args) => nodecli::store(args),
         Cmd::Fetch(args) => nodecli::fetch(args),
         Cmd::Lookup(args) => nodecli::lookup(args),
+        Cmd::User(cmd) => nodecli::user(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -447,3 +447,147 @@ pub fn enroll(a: EnrollArgs) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+// ---- SIP accounts ----
+
+use super::db::SipUser;
+use base64::Engine as _;
+
+#[derive(Subcommand, Debug)]
+pub enum UserCmd {
+    /// Add (or change) a SIP account: enrolls a user certificate binding the
+    /// AOR and this node's Node-ID (RFC 7904 USER-NODE-MATCH) and stores
+    /// digest hashes (MD5 and SHA-256) of the password, never the password.
+    Add(UserAddArgs),
+    /// List the SIP accounts of a node.
+    List(UserDirArgs),
+    /// Remove a SIP account.
+    Remove(UserRemoveArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct UserAddArgs {
+    /// The address of record, user@domain.
+    pub aor: String,
+    #[arg(long)]
+    pub password: String,
+    /// The overlay directory whose CA issues the user certificate.
+    #[arg(long)]
+    pub overlay: PathBuf,
+    #[arg(long, env = "CHORDPHONE_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct UserDirArgs {
+    #[arg(long, env = "CHORDPHONE_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct UserRemoveArgs {
+    pub aor: String,
+    #[arg(long, env = "CHORDPHONE_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+}
+
+/// The database key of a user's certificate and key.
+pub fn user_identity_key(aor: &str) -> String {
+    format!("user-identity:{aor}")
+}
+
+/// Stored form of a user identity: base64 key and certificate.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct UserIdentityRecord {
+    pub key_b64: String,
+    pub cert_b64: String,
+}
+
+fn control_reachable(data_dir: &Path) -> bool {
+    std::os::unix::net::UnixStream::connect(NodePaths { data_dir: data_dir.to_path_buf() }.control_socket()).is_ok()
+}
+
+/// `chordphone user ...`.
+pub fn user(cmd: UserCmd) -> anyhow::Result<()> {
+    match cmd {
+        UserCmd::Add(a) => user_add(a),
+        UserCmd::List(a) => {
+            let users: Vec<SipUser> = if control_reachable(&a.data_dir) {
+                serde_json::from_value(call(&a.data_dir, ControlRequest::ListUsers)?)?
+            } else {
+                NodeDb::open(&NodePaths { data_dir: a.data_dir.clone() }.db())?.sip_users()?
+            };
+            for u in users {
+                println!("{}\trealm={}", u.aor, u.realm);
+            }
+            Ok(())
+        }
+        UserCmd::Remove(a) => {
+            let removed = if control_reachable(&a.data_dir) {
+                call(&a.data_dir, ControlRequest::RemoveUser { aor: a.aor.clone() })?.as_bool().unwrap_or(false)
+            } else {
+                let db = NodeDb::open(&NodePaths { data_dir: a.data_dir.clone() }.db())?;
+                db.put_meta(&user_identity_key(&a.aor), b"")?;
+                db.remove_sip_user(&a.aor)?
+            };
+            if !removed {
+                bail!("no SIP account '{}'", a.aor);
+            }
+            println!("removed {}", a.aor);
+            Ok(())
+        }
+    }
+}
+
+fn user_add(a: UserAddArgs) -> anyhow::Result<()> {
+    let (user, domain) = a
+        .aor
+        .split_once('@')
+        .filter(|(u, d)| !u.is_empty() && !d.is_empty() && !d.contains('@'))
+        .ok_or_else(|| anyhow!("'{}' is not an address of record (user@domain)", a.aor))?;
+    if a.password.is_empty() {
+        bail!("the password is empty");
+    }
+    let paths = NodePaths { data_dir: a.data_dir.clone() };
+    let settings = super::config::LocalSettings::load(&paths)?;
+    let realm = settings.sip.realm.clone().unwrap_or_else(|| domain.to_owned());
+    let running = control_reachable(&a.data_dir);
+    let node_id = if running {
+        let s = call(&a.data_dir, ControlRequest::Status)?;
+        let hex = field(&s, "node_id").as_str().unwrap_or_default().to_owned();
+        parse_node_id(&hex)?
+    } else {
+        NodeDb::open(&paths.db())?
+            .identity()?
+            .ok_or_else(|| anyhow!("{} is not enrolled", a.data_dir.display()))?
+            .node_id
+    };
+    let (ca, _, _) = OverlayDir(a.overlay.clone()).load_ca()?;
+    let key = KeyPair::generate(KeyAlgorithm::EcdsaP256Sha256)?;
+    let now = now_s();
+    let cert = ca.issue(&key.spki_der(), Some(&a.aor), &[node_id], now.saturating_sub(300), now + 365 * 86_400)?;
+    let account = SipUser {
+        aor: a.aor.clone(),
+        realm: realm.clone(),
+        ha1_md5: crate::sip::digest::ha1(crate::sip::digest::DigestAlgorithm::Md5, user, &realm, &a.password),
+        ha1_sha256: crate::sip::digest::ha1(crate::sip::digest::DigestAlgorithm::Sha256, user, &realm, &a.password),
+        created_unix_s: now,
+    };
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let record = UserIdentityRecord { key_b64: b64.encode(key.to_pkcs8_der()), cert_b64: b64.encode(&cert) };
+    if running {
+        call(&a.data_dir, ControlRequest::AddUser { account, key_b64: record.key_b64, cert_b64: record.cert_b64 })?;
+    } else {
+        let db = NodeDb::open(&paths.db())?;
+        db.put_meta(&user_identity_key(&a.aor), &serde_json::to_vec(&record)?)?;
+        db.put_sip_user(&account)?;
+    }
+    println!("SIP account {} (realm {realm}) on node {node_id}", a.aor);
+    Ok(())
+}
+
+fn parse_node_id(hex_id: &str) -> anyhow::Result<crate::wire::NodeId> {
+    let bytes = hex::decode(hex_id).map_err(|e| anyhow!("bad node id '{hex_id}': {e}"))?;
+    let arr: [u8; 16] = bytes.try_into().map_err(|_| anyhow!("node id '{hex_id}' is not 16 bytes"))?;
+    Ok(crate::wire::NodeId(arr))
+}

@@ -97,6 +97,10 @@ pub struct SipSettings {
     /// SIP over TLS; off unless a certificate is configured.
     #[serde(with = "optional_addr")]
     pub tls: Option<SocketAddr>,
+    /// Where other chordphone nodes reach this node's SIP (SIP over TLS with
+    /// node certificates, offered through AppAttach 5060, RFC 7904 §4).
+    #[serde(with = "optional_addr")]
+    pub node_tls: Option<SocketAddr>,
     /// The domain this node registers AORs for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
@@ -140,7 +144,8 @@ impl Default for LocalSettings {
 impl Default for SipSettings {
     fn default() -> Self {
         let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), SIP_PORT);
-        SipSettings { udp: Some(any), tcp: Some(any), tls: None, domain: None, realm: None }
+        let node_tls = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), SIP_PORT + 2);
+        SipSettings { udp: Some(any), tcp: Some(any), tls: None, node_tls: Some(node_tls), domain: None, realm: None }
     }
 }
 

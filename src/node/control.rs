@@ -32,6 +32,32 @@ pub enum ControlRequest {
     Lookup {
         name: String,
     },
+    /// Add (or replace) a SIP account with its user certificate (base64
+    /// PKCS#8 key and DER certificate binding the AOR and this node).
+    AddUser {
+        account: super::db::SipUser,
+        key_b64: String,
+        cert_b64: String,
+    },
+    RemoveUser {
+        aor: String,
+    },
+    ListUsers,
+}
+
+impl ControlRequest {
+    /// The operation's name, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ControlRequest::Status => "status",
+            ControlRequest::Store { .. } => "store",
+            ControlRequest::Fetch { .. } => "fetch",
+            ControlRequest::Lookup { .. } => "lookup",
+            ControlRequest::AddUser { .. } => "add_user",
+            ControlRequest::RemoveUser { .. } => "remove_user",
+            ControlRequest::ListUsers => "list_users",
+        }
+    }
 }
 
 /// The answer: `ok` with a JSON value, or `error` with a message.

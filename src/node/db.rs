@@ -116,7 +116,7 @@ pub struct RecordRow {
 }
 
 /// A SIP digest account of the SIP edge (RFC 3261 §22.4, RFC 8760 hashes).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SipUser {
     /// Address of record, the table key.
     pub aor: String,

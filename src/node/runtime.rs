@@ -23,9 +23,10 @@ use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, info_span, warn};
 
+use super::cli::{UserIdentityRecord, user_identity_key};
 use super::config::{LocalSettings, NodePaths};
 use super::control::{self, ControlCall, ControlRequest, ControlResponse};
-use super::db::{HostCacheEntry, NodeDb, RecordRow};
+use super::db::{HostCacheEntry, NodeDb, RecordRow, SipUser};
 use super::link::{self, Link, LinkEvent, LinkKind, LinkSecurity};
 use super::metrics::{self, Snapshot};
 use super::overlay_doc::{LinkType, OverlayDocument};
@@ -35,6 +36,7 @@ use crate::wire::attach::{IceCandidate, OverlayLinkType};
 use crate::wire::storage::{DataValue, StoredDataValue};
 use crate::wire::types::IpAddressPort;
 use crate::wire::{KindId, NodeId, ResourceId};
+use base64::Engine as _;
 
 /// How often the host cache and records are written to the database.
 const PERSIST_EVERY: Duration = Duration::from_secs(2);
@@ -341,6 +343,7 @@ impl Node {
         persist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut clock = tokio::time::interval(Duration::from_secs(1));
         let mut leave_deadline: Option<Instant> = None;
+        self.load_users(Instant::now());
         info!(node = %self.id, overlay = %self.doc.name, client = self.client, "node started");
         loop {
             self.pump();
@@ -735,10 +738,30 @@ impl Node {
     fn on_control(&mut self, call: ControlCall) {
         let now = Instant::now();
         let ControlCall { request, reply } = call;
-        let _span = info_span!("control", op = ?std::mem::discriminant(&request)).entered();
+        let _span = info_span!("control", op = request.name()).entered();
         let cmd = match &request {
             ControlRequest::Status => {
                 let _ = reply.send(ControlResponse::ok(self.status(now)));
+                return;
+            }
+            ControlRequest::AddUser { account, key_b64, cert_b64 } => {
+                let _ = reply.send(self.add_user(now, account, key_b64, cert_b64));
+                return;
+            }
+            ControlRequest::RemoveUser { aor } => {
+                let answer = match self.remove_user(aor) {
+                    Ok(removed) => ControlResponse::ok(json!(removed)),
+                    Err(e) => ControlResponse::error(format!("{e:#}")),
+                };
+                let _ = reply.send(answer);
+                return;
+            }
+            ControlRequest::ListUsers => {
+                let answer = match self.db.sip_users() {
+                    Ok(u) => ControlResponse::ok(serde_json::to_value(u).unwrap_or_default()),
+                    Err(e) => ControlResponse::error(e.to_string()),
+                };
+                let _ = reply.send(answer);
                 return;
             }
             ControlRequest::Store { name, value, lifetime_s } => Command::Store {
@@ -761,6 +784,75 @@ impl Node {
             }
         }
     }
+
+    /// Takes a SIP account into service: its certificate must chain to the
+    /// overlay root, bind this node and name the AOR.
+    fn add_user(&mut self, now: Instant, account: &SipUser, key_b64: &str, cert_b64: &str) -> ControlResponse {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let (Ok(key), Ok(cert)) = (b64.decode(key_b64), b64.decode(cert_b64)) else {
+            return ControlResponse::error("the user key or certificate is not base64");
+        };
+        match self.machine.add_user_identity(now, &key, &cert) {
+            Ok(name) if name == account.aor => {}
+            Ok(name) => {
+                return ControlResponse::error(format!("the certificate is for '{name}', not '{}'", account.aor));
+            }
+            Err(e) => return ControlResponse::error(format!("user certificate refused: {e}")),
+        }
+        let record = UserIdentityRecord { key_b64: key_b64.to_owned(), cert_b64: cert_b64.to_owned() };
+        let saved = serde_json::to_vec(&record)
+            .map_err(anyhow::Error::from)
+            .and_then(|r| Ok(self.db.put_meta(&user_identity_key(&account.aor), &r)?))
+            .and_then(|()| Ok(self.db.put_sip_user(account)?));
+        match saved {
+            Ok(()) => {
+                info!(aor = %account.aor, "SIP account added");
+                self.users_changed();
+                ControlResponse::ok(json!({"aor": account.aor}))
+            }
+            Err(e) => ControlResponse::error(format!("cannot save the account: {e:#}")),
+        }
+    }
+
+    fn remove_user(&mut self, aor: &str) -> anyhow::Result<bool> {
+        self.db.put_meta(&user_identity_key(aor), b"")?;
+        let removed = self.db.remove_sip_user(aor)?;
+        if removed {
+            info!(%aor, "SIP account removed");
+            self.users_changed();
+        }
+        Ok(removed)
+    }
+
+    /// Loads every stored user identity into the signer (start-up).
+    fn load_users(&mut self, now: Instant) {
+        let users = match self.db.sip_users() {
+            Ok(u) => u,
+            Err(e) => {
+                error!(error = %e, "cannot read SIP accounts");
+                return;
+            }
+        };
+        for u in users {
+            let rec = self
+                .db
+                .meta(&user_identity_key(&u.aor))
+                .ok()
+                .flatten()
+                .and_then(|b| serde_json::from_slice::<UserIdentityRecord>(&b).ok());
+            let b64 = base64::engine::general_purpose::STANDARD;
+            let loaded = rec.and_then(|r| Some((b64.decode(r.key_b64).ok()?, b64.decode(r.cert_b64).ok()?)));
+            match loaded.map(|(k, c)| self.machine.add_user_identity(now, &k, &c)) {
+                Some(Ok(_)) => debug!(aor = %u.aor, "SIP account loaded"),
+                Some(Err(e)) => warn!(aor = %u.aor, error = %e, "SIP account's certificate refused"),
+                None => warn!(aor = %u.aor, "SIP account has no user certificate"),
+            }
+        }
+        self.users_changed();
+    }
+
+    /// The SIP edge's account table follows the database.
+    fn users_changed(&mut self) {}
 
     fn status(&self, now: Instant) -> serde_json::Value {
         let ids = |v: Vec<NodeId>| v.into_iter().map(|n| n.to_string()).collect::<Vec<_>>();
