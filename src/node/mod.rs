@@ -11,3 +11,4 @@ pub mod link;
 pub mod metrics;
 pub mod overlay_doc;
 pub mod runtime;
+pub mod sip_io;

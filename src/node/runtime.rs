@@ -226,6 +226,7 @@ struct Node {
     accepted_rx: mpsc::Receiver<Link>,
     dial_tx: mpsc::Sender<DialResult>,
     dial_rx: mpsc::Receiver<DialResult>,
+    dialer: Option<link::LinkDialer>,
     control_rx: mpsc::Receiver<ControlCall>,
     metrics_tx: watch::Sender<Snapshot>,
     listener_rejected: Arc<std::sync::atomic::AtomicU64>,
@@ -241,11 +242,15 @@ impl Node {
         let (accepted_tx, accepted_rx) = mpsc::channel(depth);
         let listener_rejected = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut advertise = settings.advertise;
+        let mut dialer: Option<link::LinkDialer> = None;
         if !client {
             let mut listener = link::listen(kind, settings.listen, Arc::clone(&sec))
                 .await
                 .with_context(|| format!("cannot listen on {}", settings.listen))?;
             let local = listener.local_addr();
+            // Outgoing links leave from the listener's socket (for DTLS:
+            // one UDP port per node, what peers and NATs see).
+            dialer = Some(listener.dialer());
             info!(node = %node_id, %local, link = ?kind, "listening for overlay links");
             if advertise.is_none() {
                 if local.ip().is_unspecified() {
@@ -329,6 +334,7 @@ impl Node {
             accepted_rx,
             dial_tx,
             dial_rx,
+            dialer,
             control_rx,
             metrics_tx,
             listener_rejected,
@@ -592,8 +598,15 @@ impl Node {
 
     fn dial(&mut self, purpose: DialPurpose, addr: SocketAddr, expected: Option<NodeId>) {
         let (kind, sec, tx) = (self.kind, Arc::clone(&self.sec), self.dial_tx.clone());
+        let dialer = self.dialer.clone();
         tokio::spawn(async move {
-            let result = match tokio::time::timeout(DIAL_TIMEOUT, link::dial(kind, addr, sec, expected)).await {
+            let attempt = async {
+                match dialer {
+                    Some(d) => d.dial(addr, expected).await,
+                    None => link::dial(kind, addr, sec, expected).await,
+                }
+            };
+            let result = match tokio::time::timeout(DIAL_TIMEOUT, attempt).await {
                 Ok(Ok(l)) => Ok(l),
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(_) => Err(format!("no handshake within {DIAL_TIMEOUT:?}")),
