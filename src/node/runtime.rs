@@ -38,6 +38,9 @@ use crate::wire::types::IpAddressPort;
 use crate::wire::{KindId, NodeId, ResourceId};
 use base64::Engine as _;
 
+#[path = "sip_glue.rs"]
+mod sip_glue;
+
 /// How often the host cache and records are written to the database.
 const PERSIST_EVERY: Duration = Duration::from_secs(2);
 /// How long a graceful leave may take before the node exits anyway.
@@ -182,6 +185,7 @@ struct DialResult {
 /// What a pending machine request answers.
 enum Pending {
     Control(tokio::sync::oneshot::Sender<ControlResponse>, ControlRequest),
+    Sip(sip_glue::SipOp),
     Join,
     Leave,
 }
@@ -227,6 +231,8 @@ struct Node {
     dial_tx: mpsc::Sender<DialResult>,
     dial_rx: mpsc::Receiver<DialResult>,
     dialer: Option<link::LinkDialer>,
+    sip: Option<sip_glue::SipState>,
+    sip_rx: mpsc::Receiver<super::sip_io::SipInput>,
     control_rx: mpsc::Receiver<ControlCall>,
     metrics_tx: watch::Sender<Snapshot>,
     listener_rejected: Arc<std::sync::atomic::AtomicU64>,
@@ -304,7 +310,8 @@ impl Node {
         let (inbound_tx, inbound_rx) = mpsc::channel(depth);
         let (dial_tx, dial_rx) = mpsc::channel(64);
         let saved_store_version = Some(machine.store_version());
-        Ok(Node {
+        let (sip_tx, sip_rx) = mpsc::channel(depth);
+        let mut node = Node {
             paths,
             settings,
             doc,
@@ -335,10 +342,14 @@ impl Node {
             dial_tx,
             dial_rx,
             dialer,
+            sip: None,
+            sip_rx,
             control_rx,
             metrics_tx,
             listener_rejected,
-        })
+        };
+        node.sip = node.start_sip(sip_tx).await?;
+        Ok(node)
     }
 
     async fn run(&mut self) -> anyhow::Result<()> {
@@ -362,7 +373,8 @@ impl Node {
             }
             let timer = self.machine.poll_timeout().map(|(t, _)| t);
             let bootstrap = self.next_bootstrap;
-            let wake = [timer, bootstrap, leave_deadline].into_iter().flatten().min();
+            let sip_timer = self.sip.as_ref().and_then(|s| s.edge.poll_timeout());
+            let wake = [timer, bootstrap, leave_deadline, sip_timer].into_iter().flatten().min();
             let sleep = async {
                 match wake {
                     Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
@@ -380,6 +392,7 @@ impl Node {
                 Some(link) = self.accepted_rx.recv() => {
                     self.on_link(link, false, None);
                 }
+                Some(input) = self.sip_rx.recv() => self.on_sip_input(input),
                 _ = persist.tick() => self.persist(false),
                 _ = clock.tick() => self.on_clock(),
                 Some((peer, id, ev)) = self.inbound_rx.recv() => self.on_inbound(peer, id, ev),
@@ -458,6 +471,7 @@ impl Node {
                 progressed = true;
                 self.on_event(ev);
             }
+            progressed |= self.pump_sip();
             if !progressed {
                 break;
             }
@@ -524,6 +538,7 @@ impl Node {
                     }
                 }
                 Some(Pending::Leave) => info!(outcome = ?outcome, "left the overlay"),
+                Some(Pending::Sip(op)) => self.on_sip_completed(id, op, outcome),
                 None => {}
             },
         }
@@ -538,6 +553,11 @@ impl Node {
         let now = Instant::now();
         if self.machine.poll_timeout().is_some_and(|(t, _)| t <= now) {
             self.machine.handle_timeout(now);
+        }
+        if let Some(sip) = self.sip.as_mut()
+            && sip.edge.poll_timeout().is_some_and(|t| t <= now)
+        {
+            sip.edge.handle_timeout(now, wall_ms());
         }
         if self.next_bootstrap.is_some_and(|t| t <= now) {
             self.next_bootstrap = None;
@@ -865,7 +885,14 @@ impl Node {
     }
 
     /// The SIP edge's account table follows the database.
-    fn users_changed(&mut self) {}
+    fn users_changed(&mut self) {
+        if let Some(sip) = self.sip.as_mut() {
+            match self.db.sip_users() {
+                Ok(u) => sip.edge.set_users(u),
+                Err(e) => error!(error = %e, "cannot read SIP accounts"),
+            }
+        }
+    }
 
     fn status(&self, now: Instant) -> serde_json::Value {
         let ids = |v: Vec<NodeId>| v.into_iter().map(|n| n.to_string()).collect::<Vec<_>>();
@@ -893,6 +920,10 @@ impl Node {
             "ring_uptime_s": self.machine.uptime(now),
             "counters": self.machine.counters(),
             "link_queue_drops": self.queue_drops,
+            "sip": self.sip.as_ref().map(|s| json!({
+                "listening": s.listening,
+                "counters": format!("{:?}", s.edge.counters()),
+            })),
             "links_rejected": self.listener_rejected.load(std::sync::atomic::Ordering::Relaxed),
         })
     }

@@ -48,7 +48,7 @@ pub const DATA_FRAME_HEADER: usize = 1 + 4 + 3;
 /// The two No-ICE link types of §6.6 (IANA OverlayLinkType 4 and 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LinkKind {
-    /// TLS 1.2+ over TCP with the framing header (§6.6.4.1 / §14.10 "TLS-TCP-FH-NO-ICE").
+    /// TLS 1.2+ over TCP with the framing header ("TLS-TCP-FH-NO-ICE", §14.10).
     TlsTcpFhNoIce,
     /// DTLS 1.2 over UDP with framing header and Simple Reliability.
     DtlsUdpSrNoIce,
@@ -107,8 +107,9 @@ pub struct Link {
     pub remote: SocketAddr,
     pub kind: LinkKind,
     /// Messages to send, one RELOAD message each. Drop it to close the
-    /// link (queued messages are sent first). Use `try_send` from an event
-    /// loop that also drains [`Link::rx`].
+    /// link (queued messages are sent, and on DTLS ACKed, first). Use
+    /// `try_send` from an event loop that also drains [`Link::rx`]: the
+    /// link stops reading while `rx` is full.
     pub tx: mpsc::Sender<Vec<u8>>,
     /// Received messages, then one final `Closed`.
     pub rx: mpsc::Receiver<LinkEvent>,
@@ -230,9 +231,36 @@ impl LinkListener {
     /// Dials from this listener: for DTLS over the listener's own UDP
     /// socket (one port per node), for TLS like [`dial`].
     pub async fn dial(&self, addr: SocketAddr, expected: Option<NodeId>) -> Result<Link, LinkError> {
-        match &self.inner {
-            ListenerInner::Tls(l) => tls::dial(addr, l.security(), expected).await,
-            ListenerInner::Dtls(l) => l.dial(addr, expected).await,
+        self.dialer().dial(addr, expected).await
+    }
+
+    /// A handle that dials like [`Self::dial`] and can be cloned into
+    /// other tasks while this listener sits in its accept loop. It fails
+    /// with [`LinkError::SocketClosed`] once the listener is dropped.
+    pub fn dialer(&self) -> LinkDialer {
+        LinkDialer(match &self.inner {
+            ListenerInner::Tls(l) => DialerInner::Tls(l.security()),
+            ListenerInner::Dtls(l) => DialerInner::Dtls(l.dialer()),
+        })
+    }
+}
+
+/// Dials links from a listener's socket; see [`LinkListener::dialer`].
+#[derive(Clone)]
+pub struct LinkDialer(DialerInner);
+
+#[derive(Clone)]
+enum DialerInner {
+    Tls(Arc<LinkSecurity>),
+    Dtls(dtls::DtlsDialer),
+}
+
+impl LinkDialer {
+    /// Dials `addr`, refusing a peer without the `expected` Node-ID.
+    pub async fn dial(&self, addr: SocketAddr, expected: Option<NodeId>) -> Result<Link, LinkError> {
+        match &self.0 {
+            DialerInner::Tls(sec) => tls::dial(addr, sec.clone(), expected).await,
+            DialerInner::Dtls(d) => d.dial(addr, expected).await,
         }
     }
 }
@@ -264,6 +292,7 @@ pub(crate) fn base_context(kind: LinkKind, sec: &LinkSecurity) -> Result<SslCont
     // identity check always sees the peer's current certificate.
     b.set_session_cache_mode(SslSessionCacheMode::OFF);
     b.set_options(SslOptions::NO_TICKET | SslOptions::NO_RENEGOTIATION);
+    b.set_num_tickets(0)?;
     Ok(b)
 }
 

@@ -206,12 +206,13 @@ async fn run(stream: SslStream<TcpStream>, max_message: usize, chans: LinkChanne
     // `recv` and `reserve` lose nothing when another branch wins.
     let reason = loop {
         if closing && wbuf.is_empty() {
-            let _ = tokio::time::timeout(SHUTDOWN_GRACE, wr.shutdown()).await;
             break "closed locally".to_owned();
         }
         let write_len = wbuf.len().min(WRITE_CHUNK);
         tokio::select! {
-            r = rd.read(&mut chunk), if pending.len() < super::EVENT_QUEUE => match r {
+            // Reading stops while the owner lags or the peer does not take
+            // our ACKs: both buffers stay bounded, TCP pushes back.
+            r = rd.read(&mut chunk), if pending.len() < super::EVENT_QUEUE && wbuf.len() < 2 * WRITE_HIGH_WATER => match r {
                 Ok(0) => break "peer closed the connection".to_owned(),
                 Ok(n) => {
                     inbuf.extend_from_slice(chunk.get(..n).unwrap_or_default());
@@ -245,7 +246,7 @@ async fn run(stream: SslStream<TcpStream>, max_message: usize, chans: LinkChanne
         }
     };
     tracing::debug!(%reason, "TLS link closed");
-    // Best effort: the ACKs still buffered, then close_notify.
+    // Best effort: what is still buffered (ACKs), then close_notify.
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
         wr.write_all(&wbuf).await?;
         wr.shutdown().await
