@@ -107,6 +107,10 @@ pub struct SipSettings {
     /// The digest authentication realm (defaults to the domain).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub realm: Option<String>,
+    /// Offer the MD5 digest challenge before SHA-256 (for clients that only
+    /// read the first challenge and only know MD5, e.g. sipp).
+    #[serde(default)]
+    pub md5_first: bool,
 }
 
 /// Why the settings could not be read.
@@ -145,7 +149,15 @@ impl Default for SipSettings {
     fn default() -> Self {
         let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), SIP_PORT);
         let node_tls = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), SIP_PORT + 2);
-        SipSettings { udp: Some(any), tcp: Some(any), tls: None, node_tls: Some(node_tls), domain: None, realm: None }
+        SipSettings {
+            udp: Some(any),
+            tcp: Some(any),
+            tls: None,
+            node_tls: Some(node_tls),
+            domain: None,
+            realm: None,
+            md5_first: false,
+        }
     }
 }
 

@@ -100,6 +100,7 @@ impl Node {
         let adv = advertised(local, self.advertise);
         let domain = cfg.domain.clone().unwrap_or_else(|| self.doc.name.clone());
         let mut ec = EdgeConfig::new(self.id, &domain, (adv.ip().to_string(), adv.port()), self.nonce_secret()?);
+        ec.md5_first = cfg.md5_first;
         if let Some(r) = &cfg.realm {
             ec.realm = r.clone();
         }

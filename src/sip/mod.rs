@@ -2,6 +2,12 @@
 //! authentication. The runtime (`crate::node`) owns the sockets.
 
 pub mod digest;
+pub mod edge;
 pub mod framing;
 pub mod message;
+pub mod proxy;
+pub mod registrar;
 pub mod transaction;
+
+#[cfg(test)]
+mod edge_tests;

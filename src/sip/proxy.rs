@@ -1,0 +1,673 @@
+//! The stateful-proxy half of the SIP edge (RFC 3261 §16): a proxy
+//! transaction ties one server transaction to its branches (client
+//! transactions to phones or to other nodes), forwards provisional and 2xx
+//! responses at once, picks the best final answer when every branch has
+//! one (§16.7 step 6), cancels the rest on 2xx or 6xx (§16.7 step 10,
+//! step 5), relays CANCEL hop by hop (§16.10), runs Timer C (§16.6 step 11)
+//! and forwards ACK for 2xx statelessly.
+//!
+//! RFC 7904 §4: when the callee is not registered here the edge fetches the
+//! AOR's SIP-REGISTRATION entries and forks to every node serving it; a
+//! request a node forwarded is delivered only to local bindings. When every
+//! serving node fails (timeout, 408, 503, unreachable) the caller gets 480.
+
+use std::time::Instant;
+
+use tracing::{Span, debug, trace};
+
+use super::edge::{Deadline, EdgeOutput, OverlayOpId, OverlayResult, PendingOp, SipEdge, Source};
+use super::message::{Method, ParseError, SipMessage, StatusCode, Uri};
+use super::registrar::status;
+use super::transaction::{ClientTxId, MAGIC_COOKIE, ServerTxId, Transport, TransportAddr, TxError, TxId};
+use crate::wire::kinds::SipRegistration;
+use crate::wire::{Destination, NodeId};
+
+/// Where one branch goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Target {
+    /// A phone at `to`; `uri` replaces the Request-URI (a binding's Contact,
+    /// §16.6 step 2) or keeps it (`None`: in-dialog, already the contact).
+    Local { to: TransportAddr, uri: Option<Uri> },
+    /// Another node, Request-URI unchanged.
+    Node(NodeId),
+}
+
+/// A branch's final outcome.
+#[derive(Debug)]
+struct Outcome {
+    status: StatusCode,
+    /// The real response (non-2xx), or `None` when synthesised (timeout,
+    /// transport error, cancel timeout).
+    response: Option<SipMessage>,
+    reason: Option<String>,
+    /// The next hop failed rather than answered (RFC 7904 §4 → 480).
+    failed: bool,
+}
+
+#[derive(Debug)]
+pub(super) struct Branch {
+    target: Target,
+    client: Option<ClientTxId>,
+    outcome: Option<Outcome>,
+    cancel_sent: bool,
+}
+
+/// One proxied request.
+#[derive(Debug)]
+pub(super) struct ProxyTx {
+    server: ServerTxId,
+    /// As received, Routes naming us removed, Max-Forwards decremented.
+    request: SipMessage,
+    source: Source,
+    hash: String,
+    record_route: bool,
+    invite: bool,
+    /// Targets came from an AOR lookup (the 480 rule applies).
+    aor_lookup: bool,
+    branches: Vec<Branch>,
+    fetch: Option<OverlayOpId>,
+    final_sent: bool,
+    cancelled: bool,
+    server_gone: bool,
+    timer_c: Option<Instant>,
+    span: Span,
+}
+
+/// What goes upstream when all branches are done.
+enum Choice {
+    Forward(Box<SipMessage>),
+    Generate(StatusCode, Option<String>),
+}
+
+impl SipEdge {
+    /// Forwards `req` (server transaction `id`) to `targets`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn start_proxy(
+        &mut self,
+        now: Instant,
+        id: ServerTxId,
+        req: SipMessage,
+        src: Source,
+        hash: String,
+        record_route: bool,
+        targets: Vec<Target>,
+        span: Span,
+    ) {
+        let aor_lookup = targets.iter().any(|t| matches!(t, Target::Local { uri: Some(_), .. }));
+        let pid = self.new_proxy(id, req, src, hash, record_route, aor_lookup, span);
+        for t in targets {
+            self.fork(now, pid, t);
+        }
+        self.arm_timer_c(now, pid);
+        self.check_complete(now, pid);
+    }
+
+    /// Holds `req` while the overlay is asked where `aor` is registered.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn start_fetch(
+        &mut self,
+        now: Instant,
+        id: ServerTxId,
+        req: SipMessage,
+        src: Source,
+        aor: String,
+        hash: String,
+        span: Span,
+    ) {
+        let pid = self.new_proxy(id, req, src, hash, true, true, span);
+        let op = self.fresh_op();
+        if let Some(p) = self.proxies.get_mut(&pid) {
+            p.fetch = Some(op);
+        }
+        debug!(%aor, %op, "not registered here: fetching from the overlay");
+        self.out.push_back(EdgeOutput::FetchRegistration { op, aor });
+        self.ops.insert(op, PendingOp::Fetch { proxy: pid });
+        self.deadlines.insert((now + self.cfg.overlay_timeout, Deadline::Op(op)));
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new_proxy(
+        &mut self,
+        server: ServerTxId,
+        request: SipMessage,
+        source: Source,
+        hash: String,
+        record_route: bool,
+        aor_lookup: bool,
+        span: Span,
+    ) -> u64 {
+        let pid = self.fresh_proxy_id();
+        let invite = request.method() == Some(&Method::Invite);
+        let p = ProxyTx {
+            server,
+            request,
+            source,
+            hash,
+            record_route,
+            invite,
+            aor_lookup,
+            branches: Vec::new(),
+            fetch: None,
+            final_sent: false,
+            cancelled: false,
+            server_gone: false,
+            timer_c: None,
+            span,
+        };
+        self.proxies.insert(pid, p);
+        self.by_server.insert(server, pid);
+        pid
+    }
+
+    /// RFC 7904 §4: the AOR's registrations arrived; fork to their nodes.
+    pub(super) fn fetched(&mut self, now: Instant, pid: u64, result: OverlayResult) {
+        let Some(p) = self.proxies.get_mut(&pid) else { return };
+        p.fetch = None;
+        let span = p.span.clone();
+        let _guard = span.enter();
+        if p.final_sent || p.cancelled {
+            return self.maybe_reap(pid);
+        }
+        let entries = match result {
+            OverlayResult::Fetched(entries) => entries,
+            OverlayResult::Failed(e) => {
+                let reason = format!("overlay fetch failed: {e}");
+                return self.generate_final(now, pid, StatusCode::SERVICE_UNAVAILABLE, Some(reason));
+            }
+            OverlayResult::Stored => {
+                let reason = Some("overlay fetch failed: unexpected store result".to_owned());
+                return self.generate_final(now, pid, StatusCode::SERVER_ERROR, reason);
+            }
+        };
+        let mut nodes: Vec<NodeId> = Vec::new();
+        let mut exists = false;
+        for (key, reg, live) in entries {
+            if !live {
+                continue;
+            }
+            exists = true;
+            // RFC 7904 §3.2: the device is reached through the destination
+            // list; its last Node entry is the serving node.
+            let SipRegistration::Route { destination_list, .. } = reg else { continue };
+            let node = destination_list
+                .iter()
+                .rev()
+                .find_map(|d| match d {
+                    Destination::Node(n) => Some(*n),
+                    _ => None,
+                })
+                .unwrap_or(key);
+            // Our own entry without a local binding is stale: skip it.
+            if node != self.cfg.node_id && !nodes.contains(&node) {
+                nodes.push(node);
+            }
+        }
+        if nodes.is_empty() {
+            let (code, reason) = if exists {
+                (StatusCode::TEMPORARILY_UNAVAILABLE, Some("Registration is stale".to_owned()))
+            } else {
+                (StatusCode::NOT_FOUND, None)
+            };
+            return self.generate_final(now, pid, code, reason);
+        }
+        for n in nodes {
+            self.fork(now, pid, Target::Node(n));
+        }
+        self.arm_timer_c(now, pid);
+        self.check_complete(now, pid);
+    }
+
+    /// §16.6: one copy of the request to `target`, in a new client transaction.
+    fn fork(&mut self, now: Instant, pid: u64, target: Target) {
+        let to = match &target {
+            Target::Local { to, .. } => *to,
+            Target::Node(n) => self.node_addr(*n),
+        };
+        let Some(p) = self.proxies.get(&pid) else { return };
+        let idx = p.branches.len();
+        let built = self.build_forward(p, &target, idx);
+        let sent = built.map_err(TxError::from).and_then(|m| self.tl.send_request(now, m, to));
+        let mut branch = Branch { target, client: None, outcome: None, cancel_sent: false };
+        match sent {
+            Ok(cid) => {
+                self.by_client.insert(cid, (pid, idx));
+                branch.client = Some(cid);
+                match branch.target {
+                    Target::Local { .. } => self.counters.requests_forwarded_local += 1,
+                    Target::Node(_) => self.counters.requests_forwarded_node += 1,
+                }
+                trace!(?to, "request forwarded");
+            }
+            Err(e) => {
+                debug!(error = %e, "branch not started");
+                let (code, failed) = match e {
+                    TxError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, true),
+                    // Same branch hash: a merged or looped request (§8.2.2.2).
+                    TxError::DuplicateBranch => (StatusCode::LOOP_DETECTED, false),
+                    _ => (StatusCode::SERVER_ERROR, true),
+                };
+                branch.outcome = Some(Outcome { status: code, response: None, reason: Some(e.to_string()), failed });
+            }
+        }
+        if let Some(p) = self.proxies.get_mut(&pid) {
+            p.branches.push(branch);
+        }
+    }
+
+    /// §16.6 steps 2, 4 and 8 (Max-Forwards was step 3, done on receipt).
+    fn build_forward(&self, p: &ProxyTx, target: &Target, idx: usize) -> Result<SipMessage, ParseError> {
+        let mut m = p.request.clone();
+        if let Target::Local { uri: Some(u), .. } = target {
+            m.set_request_uri(u.clone())?;
+        }
+        if p.record_route {
+            for rr in self.record_routes(p.source, target).iter().rev() {
+                m.prepend_header("Record-Route", rr)?;
+            }
+        }
+        let transport = match target {
+            Target::Local { to, .. } => to.transport,
+            Target::Node(_) => Transport::Tcp,
+        };
+        m.push_via(&self.our_via(transport, &format!("{MAGIC_COOKIE}{}.{idx}", p.hash))?)?;
+        Ok(m)
+    }
+
+    /// Our Record-Route values, top first. Each phone uses the entry facing
+    /// it, so a transport change gets two (RFC 5658 double
+    /// Record-Route); the node side is reached by Node-ID, not address.
+    fn record_routes(&self, src: Source, target: &Target) -> Vec<String> {
+        let incoming = match src {
+            Source::Local(a) => Some(a.transport),
+            Source::Node(_) => None,
+        };
+        let outgoing = match target {
+            Target::Local { to, .. } => Some(to.transport),
+            Target::Node(_) => None,
+        };
+        match (incoming, outgoing) {
+            (Some(i), Some(o)) if i != o => vec![self.record_route(o), self.record_route(i)],
+            (Some(t), _) | (None, Some(t)) => vec![self.record_route(t)],
+            (None, None) => vec![self.record_route(Transport::Tcp)],
+        }
+    }
+
+    /// §16.7 for a response on branch client `cid`.
+    pub(super) fn branch_response(&mut self, now: Instant, cid: ClientTxId, mut resp: SipMessage) {
+        if self.cancels.contains(&cid) {
+            return;
+        }
+        let Some(&(pid, bi)) = self.by_client.get(&cid) else { return };
+        // §16.7 step 3: remove our Via; a response with none left was ours.
+        resp.pop_via();
+        let Some(code) = resp.status().filter(|_| resp.top_via().is_some()) else { return };
+        let Some(p) = self.proxies.get(&pid) else { return };
+        let span = p.span.clone();
+        let _guard = span.enter();
+        if let Some(Branch { target: Target::Local { to, .. }, .. }) = p.branches.get(bi)
+            && code != StatusCode::TRYING
+            && code.as_u16() < 300
+        {
+            let to = *to;
+            self.learn_contact(now, &resp, to);
+        }
+        let Some(p) = self.proxies.get_mut(&pid) else { return };
+        let server = p.server;
+        if code == StatusCode::TRYING {
+            return;
+        }
+        if code.is_provisional() {
+            if p.final_sent {
+                return;
+            }
+            if p.invite {
+                // §16.7 step 2: Timer C restarts on every provisional.
+                let at = now + self.cfg.timer_c;
+                p.timer_c = Some(at);
+                self.deadlines.insert((at, Deadline::TimerC(pid)));
+            }
+            return self.send_response(now, server, resp);
+        }
+        let invite = p.invite;
+        let Some(branch) = p.branches.get_mut(bi) else { return };
+        if code.is_success() {
+            branch.outcome = Some(Outcome { status: code, response: None, reason: None, failed: false });
+            let first = !p.final_sent;
+            p.final_sent = true;
+            // §16.7 step 9: every 2xx to an INVITE goes upstream.
+            if invite || first {
+                self.send_response(now, server, resp);
+            }
+            if first && invite {
+                self.cancel_pending(now, pid);
+            }
+            return;
+        }
+        let failed = matches!(code.as_u16(), 408 | 503);
+        branch.outcome = Some(Outcome { status: code, response: Some(resp), reason: None, failed });
+        if code.as_u16() >= 600 && invite {
+            self.cancel_pending(now, pid);
+        }
+        self.check_complete(now, pid);
+    }
+
+    /// A branch ended without a response: timeout (408) or transport error.
+    pub(super) fn branch_failed(&mut self, now: Instant, cid: ClientTxId, code: StatusCode, reason: Option<&str>) {
+        if self.cancels.contains(&cid) {
+            return;
+        }
+        let Some(&(pid, bi)) = self.by_client.get(&cid) else { return };
+        let Some(b) = self.proxies.get_mut(&pid).and_then(|p| p.branches.get_mut(bi)) else { return };
+        if b.outcome.is_none() {
+            debug!(code = code.as_u16(), "branch failed");
+            b.outcome = Some(Outcome { status: code, response: None, reason: reason.map(str::to_owned), failed: true });
+        }
+        self.check_complete(now, pid);
+    }
+
+    pub(super) fn client_gone(&mut self, now: Instant, cid: ClientTxId) {
+        if self.cancels.remove(&cid) {
+            return;
+        }
+        let Some((pid, bi)) = self.by_client.remove(&cid) else { return };
+        if let Some(b) = self.proxies.get_mut(&pid).and_then(|p| p.branches.get_mut(bi)) {
+            b.client = None;
+            if b.outcome.is_none() {
+                let reason = Some("Branch ended without an answer".to_owned());
+                b.outcome = Some(Outcome { status: StatusCode::REQUEST_TIMEOUT, response: None, reason, failed: true });
+            }
+        }
+        self.check_complete(now, pid);
+        self.maybe_reap(pid);
+    }
+
+    pub(super) fn server_gone(&mut self, sid: ServerTxId) {
+        if let Some(pid) = self.by_server.remove(&sid) {
+            if let Some(p) = self.proxies.get_mut(&pid) {
+                p.server_gone = true;
+            }
+            self.maybe_reap(pid);
+        }
+    }
+
+    /// Fails every live branch whose target matches (the runtime reported
+    /// it unreachable).
+    pub(super) fn fail_branches(&mut self, mut matches: impl FnMut(&Target) -> bool) {
+        let mut dead = Vec::new();
+        for p in self.proxies.values() {
+            for b in &p.branches {
+                if b.outcome.is_none()
+                    && let Some(cid) = b.client
+                    && matches(&b.target)
+                {
+                    dead.push(cid);
+                }
+            }
+        }
+        for cid in dead {
+            self.tl.transport_error(TxId::Client(cid));
+        }
+    }
+
+    /// §16.10: CANCEL for server INVITE `invite` (answered 200 hop by hop).
+    pub(super) fn on_cancel(&mut self, now: Instant, tx: ServerTxId, cancel: &SipMessage, invite: Option<ServerTxId>) {
+        let Some(invite) = invite else {
+            return self.reply(now, tx, cancel, StatusCode::TRANSACTION_DOES_NOT_EXIST, None, &[]);
+        };
+        self.reply(now, tx, cancel, StatusCode::OK, None, &[]);
+        let Some(&pid) = self.by_server.get(&invite) else { return };
+        let Some(p) = self.proxies.get_mut(&pid) else { return };
+        if p.final_sent {
+            return;
+        }
+        p.cancelled = true;
+        let pending = p.branches.iter().any(|b| b.outcome.is_none());
+        if p.fetch.is_some() || !pending {
+            return self.generate_final(now, pid, StatusCode::REQUEST_TERMINATED, None);
+        }
+        self.cancel_pending(now, pid);
+    }
+
+    /// CANCELs every branch still waiting for a final response (§9.1, run by
+    /// the transaction layer); a branch silent 64*T1 later counts as 487.
+    fn cancel_pending(&mut self, now: Instant, pid: u64) {
+        let wait = 64 * self.cfg.transactions.t1;
+        let Some(p) = self.proxies.get(&pid) else { return };
+        let pending: Vec<(usize, ClientTxId)> = p
+            .branches
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.outcome.is_none() && !b.cancel_sent)
+            .filter_map(|(i, b)| Some((i, b.client?)))
+            .collect();
+        for (bi, cid) in pending {
+            match self.tl.cancel_request(now, cid) {
+                Ok(c) => {
+                    self.cancels.insert(c);
+                    if let Some(b) = self.proxies.get_mut(&pid).and_then(|p| p.branches.get_mut(bi)) {
+                        b.cancel_sent = true;
+                    }
+                    self.deadlines.insert((now + wait, Deadline::CancelWait(pid, bi)));
+                }
+                Err(e) => debug!(error = %e, "branch not cancelled"),
+            }
+        }
+    }
+
+    pub(super) fn cancel_wait(&mut self, now: Instant, pid: u64, bi: usize) {
+        let Some(b) = self.proxies.get_mut(&pid).and_then(|p| p.branches.get_mut(bi)) else { return };
+        if b.outcome.is_some() {
+            return;
+        }
+        b.outcome = Some(Outcome {
+            status: StatusCode::REQUEST_TERMINATED,
+            response: None,
+            reason: Some("No answer to CANCEL".to_owned()),
+            failed: false,
+        });
+        if let Some(cid) = b.client {
+            // Ends the client transaction the layer would keep forever.
+            self.tl.transport_error(TxId::Client(cid));
+        }
+        self.check_complete(now, pid);
+    }
+
+    fn arm_timer_c(&mut self, now: Instant, pid: u64) {
+        let Some(p) = self.proxies.get_mut(&pid) else { return };
+        if p.invite && !p.branches.is_empty() {
+            let at = now + self.cfg.timer_c;
+            p.timer_c = Some(at);
+            self.deadlines.insert((at, Deadline::TimerC(pid)));
+        }
+    }
+
+    /// §16.6 step 11: Timer C fired — cancel what is still ringing.
+    pub(super) fn timer_c(&mut self, now: Instant, pid: u64, at: Instant) {
+        let Some(p) = self.proxies.get(&pid) else { return };
+        if p.timer_c != Some(at) || p.final_sent {
+            return;
+        }
+        debug!("Timer C fired");
+        self.cancel_pending(now, pid);
+    }
+
+    /// §16.7 step 4: once every branch is final, answer with the best.
+    fn check_complete(&mut self, now: Instant, pid: u64) {
+        let Some(p) = self.proxies.get(&pid) else { return };
+        if p.final_sent || p.fetch.is_some() || p.branches.iter().any(|b| b.outcome.is_none()) {
+            return;
+        }
+        let choice = choose(p);
+        match choice {
+            Choice::Forward(resp) => {
+                let server = p.server;
+                if let Some(p) = self.proxies.get_mut(&pid) {
+                    p.final_sent = true;
+                }
+                self.send_response(now, server, *resp);
+            }
+            Choice::Generate(code, reason) => self.generate_final(now, pid, code, reason),
+        }
+    }
+
+    fn generate_final(&mut self, now: Instant, pid: u64, code: StatusCode, reason: Option<String>) {
+        let Some(p) = self.proxies.get_mut(&pid) else { return };
+        p.final_sent = true;
+        let (server, req) = (p.server, p.request.clone());
+        self.reply(now, server, &req, code, reason.as_deref(), &[]);
+        self.maybe_reap(pid);
+    }
+
+    fn maybe_reap(&mut self, pid: u64) {
+        let Some(p) = self.proxies.get(&pid) else { return };
+        if p.server_gone && p.fetch.is_none() && p.branches.iter().all(|b| b.client.is_none()) {
+            self.proxies.remove(&pid);
+        }
+    }
+
+    /// ACK for a 2xx (or any ACK no transaction absorbed): forwarded
+    /// statelessly along its Route set (§16.4, §16.6, §16.11).
+    pub(super) fn forward_ack(&mut self, now: Instant, mut req: SipMessage, src: Source) {
+        if req.max_forwards() == Some(0) {
+            return;
+        }
+        let hash = self.branch_hash(&req);
+        if self.is_loop(&req, &hash) {
+            return;
+        }
+        let target = match self.resolve(now, &mut req, src) {
+            Ok(super::edge::Next::Contact(to)) => Target::Local { to, uri: None },
+            Ok(super::edge::Next::Node(n)) => Target::Node(n),
+            Ok(super::edge::Next::Aor(aor)) => match self.reg.bindings(&aor).first() {
+                Some(b) => Target::Local { to: b.source, uri: Some(b.contact.uri.clone()) },
+                None => return trace!("ACK for an AOR with no binding dropped"),
+            },
+            Ok(super::edge::Next::Us) => return,
+            Err(r) => return trace!(status = r.status.as_u16(), "ACK dropped"),
+        };
+        if req.decrement_max_forwards().is_none() {
+            return;
+        }
+        let (to, transport) = match &target {
+            Target::Local { to, .. } => (*to, to.transport),
+            Target::Node(n) => (self.node_addr(*n), Transport::Tcp),
+        };
+        if let Target::Local { uri: Some(u), .. } = &target
+            && req.set_request_uri(u.clone()).is_err()
+        {
+            return;
+        }
+        let Ok(via) = self.our_via(transport, &format!("{MAGIC_COOKIE}{hash}.ack")) else { return };
+        if req.push_via(&via).is_err() {
+            return;
+        }
+        self.tl.send_stateless(&req, to);
+        match target {
+            Target::Local { .. } => self.counters.requests_forwarded_local += 1,
+            Target::Node(_) => self.counters.requests_forwarded_node += 1,
+        }
+    }
+}
+
+/// §16.7 step 6: a 6xx wins; if every branch failed on an AOR lookup the
+/// callee is unreachable (480, RFC 7904 §4); otherwise the lowest class,
+/// real answers before synthesised ones, first come first; a chosen 503
+/// becomes 500 so the caller does not back off from this proxy.
+fn choose(p: &ProxyTx) -> Choice {
+    let outs: Vec<&Outcome> = p.branches.iter().filter_map(|b| b.outcome.as_ref()).collect();
+    let six = outs.iter().find(|o| o.status.as_u16() >= 600 && o.response.is_some());
+    if p.aor_lookup && six.is_none() && outs.iter().all(|o| o.failed) {
+        return Choice::Generate(StatusCode::TEMPORARILY_UNAVAILABLE, None);
+    }
+    let best = six.or_else(|| outs.iter().min_by_key(|o| (o.status.as_u16() / 100, o.response.is_none())));
+    match best {
+        Some(o) if o.status == StatusCode::SERVICE_UNAVAILABLE => Choice::Generate(StatusCode::SERVER_ERROR, None),
+        Some(Outcome { response: Some(r), .. }) => Choice::Forward(Box::new(r.clone())),
+        Some(o) => Choice::Generate(o.status, o.reason.clone()),
+        None => Choice::Generate(status(480), None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(code: u16, real: bool, failed: bool) -> Option<Outcome> {
+        let resp = real.then(|| {
+            let text = format!(
+                "SIP/2.0 {code} X\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKx\r\nFrom: <sip:a@x>;tag=1\r\n\
+                 To: <sip:b@x>;tag=2\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+            );
+            SipMessage::parse(text.as_bytes()).unwrap()
+        });
+        Some(Outcome { status: StatusCode::new(code).unwrap(), response: resp, reason: None, failed })
+    }
+
+    fn proxy(aor_lookup: bool, outs: Vec<Option<Outcome>>) -> ProxyTx {
+        let req = SipMessage::parse(
+            b"INVITE sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKx\r\nFrom: <sip:a@x>;tag=1\r\n\
+              To: <sip:b@x>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+        )
+        .unwrap();
+        let addr = TransportAddr { transport: Transport::Udp, addr: "192.0.2.1:5060".parse().unwrap(), flow: None };
+        ProxyTx {
+            server: crate::sip::transaction::TransactionLayer::new(Default::default())
+                .handle_request(Instant::now(), &req, addr)
+                .new_id(),
+            request: req,
+            source: Source::Local(addr),
+            hash: String::new(),
+            record_route: true,
+            invite: true,
+            aor_lookup,
+            branches: outs
+                .into_iter()
+                .map(|outcome| Branch {
+                    target: Target::Node(NodeId::from_u128(1)),
+                    client: None,
+                    outcome,
+                    cancel_sent: false,
+                })
+                .collect(),
+            fetch: None,
+            final_sent: false,
+            cancelled: false,
+            server_gone: false,
+            timer_c: None,
+            span: Span::none(),
+        }
+    }
+
+    trait NewId {
+        fn new_id(self) -> ServerTxId;
+    }
+    impl NewId for crate::sip::transaction::RequestDisposition {
+        fn new_id(self) -> ServerTxId {
+            match self {
+                crate::sip::transaction::RequestDisposition::New(id) => id,
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    fn code(c: Choice) -> u16 {
+        match c {
+            Choice::Forward(r) => r.status().unwrap().as_u16(),
+            Choice::Generate(s, _) => s.as_u16(),
+        }
+    }
+
+    #[test]
+    fn best_response_selection() {
+        // Lowest class wins; real before synthesised.
+        assert_eq!(code(choose(&proxy(false, vec![outcome(486, true, false), outcome(302, true, false)]))), 302);
+        assert_eq!(code(choose(&proxy(false, vec![outcome(408, false, true), outcome(404, true, false)]))), 404);
+        // 6xx beats everything.
+        assert_eq!(code(choose(&proxy(false, vec![outcome(302, true, false), outcome(603, true, false)]))), 603);
+        // A chosen 503 becomes 500.
+        assert_eq!(code(choose(&proxy(false, vec![outcome(503, true, true)]))), 500);
+        // Every serving node failed → 480; an answer among them is used.
+        assert_eq!(code(choose(&proxy(true, vec![outcome(503, true, true), outcome(408, false, true)]))), 480);
+        assert_eq!(code(choose(&proxy(true, vec![outcome(503, true, true), outcome(486, true, false)]))), 486);
+    }
+}
