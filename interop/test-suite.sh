@@ -19,8 +19,9 @@ as_root() {
 
 log "system packages"
 # build: cmake/libclang/libssl for crypto and media crates; tshark: the
-# independent RELOAD dissector the wire tests decode our packets with.
-PKGS=(build-essential pkg-config cmake libclang-dev libssl-dev tshark)
+# independent RELOAD dissector the wire tests decode our packets with;
+# sip-tester (sipp): the SIP load/scenario tool tests/sip_overlay.rs drives.
+PKGS=(build-essential pkg-config cmake libclang-dev libssl-dev tshark sip-tester)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -865,13 +865,12 @@ impl SipEdge {
     /// salvaged; otherwise drop it.
     fn malformed(&mut self, bytes: &[u8], err: &ParseError, src: Source) {
         debug!(error = %err, "malformed SIP message");
-        let Some(resp) = salvage_error_response(bytes, err) else {
+        let Some(bytes) = salvage_error_response(bytes, err) else {
             self.counters.malformed_dropped += 1;
             return;
         };
         self.counters.malformed_rejected += 1;
         self.counters.responses += 1;
-        let bytes = resp.to_bytes();
         match src {
             Source::Local(to) => self.out.push_back(EdgeOutput::SendLocal { to, bytes }),
             Source::Node(node) => self.out.push_back(EdgeOutput::SendNode { node, bytes }),
@@ -887,7 +886,12 @@ pub(super) fn node_of(uri: &SipUri) -> Option<NodeId> {
 
 /// Builds the error response for a request `SipMessage::parse` refused,
 /// from its raw lines.
-fn salvage_error_response(bytes: &[u8], err: &ParseError) -> Option<SipMessage> {
+///
+/// The answer echoes the request's Via, From, To, Call-ID and CSeq lines as
+/// they came (the client matches it by them), even when one of those is
+/// itself what made the request unparseable (e.g. a broken From); Via,
+/// Call-ID and CSeq must be present.
+fn salvage_error_response(bytes: &[u8], err: &ParseError) -> Option<Vec<u8>> {
     let text = String::from_utf8_lossy(bytes);
     let head = text.split("\r\n\r\n").next().unwrap_or_default();
     let mut lines = head.lines().map(|l| l.trim_end_matches('\r')).skip_while(|l| l.is_empty());
@@ -921,5 +925,9 @@ fn salvage_error_response(bytes: &[u8], err: &ParseError) -> Option<SipMessage> 
         }
     }
     out.push_str("Content-Length: 0\r\n\r\n");
-    SipMessage::parse(out.as_bytes()).ok()
+    if let Ok(m) = SipMessage::parse(out.as_bytes()) {
+        return Some(m.to_bytes());
+    }
+    let has = |name: &str| out.lines().any(|l| l.split(':').next().is_some_and(|n| n.eq_ignore_ascii_case(name)));
+    (has("Via") && has("Call-ID") && has("CSeq")).then(|| out.into_bytes())
 }

@@ -156,6 +156,11 @@ impl Cluster {
     /// An overlay whose bootstrap node is node 0, and `n` enrolled nodes
     /// (not started). Short Chord intervals keep repairs quick.
     pub fn new(n: usize, extra_toml: &str) -> Cluster {
+        Cluster::new_with(n, |_| extra_toml.to_owned())
+    }
+
+    /// Like [`Cluster::new`] with per-node extra `node.toml` lines.
+    pub fn new_with(n: usize, extra_toml: impl Fn(usize) -> String) -> Cluster {
         let tmp = tempfile::tempdir().expect("tempdir");
         let name = "cluster.test".to_owned();
         let overlay_dir = tmp.path().join("overlay");
@@ -189,7 +194,7 @@ impl Cluster {
                 &user,
             ]);
             let id = out.split_whitespace().nth(2).expect("enroll prints the node id").to_owned();
-            std::fs::write(dir.join("node.toml"), format!("listen = \"127.0.0.1:{port}\"\n{extra_toml}"))
+            std::fs::write(dir.join("node.toml"), format!("listen = \"127.0.0.1:{port}\"\n{}", extra_toml(i)))
                 .expect("node.toml");
             nodes.push(NodeProc { name: format!("node{i}"), dir, port, id, user, child: None, starts: 0 });
         }
