@@ -136,6 +136,7 @@ async fn exchange(a: &mut Link, b: &mut Link, n: usize, size: impl Fn(usize) -> 
 
 #[tokio::test]
 async fn tls_link_carries_messages_both_ways() {
+    logs();
     let ca = new_ca();
     let (sa, sb) =
         (security(&ca, KeyAlgorithm::EcdsaP256Sha256, node(1)), security(&ca, KeyAlgorithm::EcdsaP256Sha256, node(2)));
@@ -155,6 +156,7 @@ async fn tls_link_carries_messages_both_ways() {
 
 #[tokio::test]
 async fn dtls_link_carries_messages_both_ways() {
+    logs();
     let ca = new_ca();
     let (sa, sb) =
         (security(&ca, KeyAlgorithm::EcdsaP256Sha256, node(1)), security(&ca, KeyAlgorithm::EcdsaP256Sha256, node(2)));
@@ -170,7 +172,7 @@ async fn dtls_link_carries_messages_both_ways() {
 }
 
 #[tokio::test]
-async fn ed25519_and_rsa_certificates_work_on_both_kinds() {
+async fn ed25519_and_rsa_certificates_work() {
     logs();
     let ca = new_ca();
     let ed = security(&ca, KeyAlgorithm::Ed25519, node(3));
@@ -179,15 +181,23 @@ async fn ed25519_and_rsa_certificates_work_on_both_kinds() {
         let mut l = listen(kind, &rsa).await;
         let (mut a, mut b) = pair(kind, &mut l, &ed, node(4)).await;
         assert_eq!(b.peer.node_ids, vec![node(3)], "{kind:?}");
-        exchange(&mut a, &mut b, 3, |_| 100).await;
-        let mut l = listen(kind, &ed).await;
-        let (mut a, mut b) = pair(kind, &mut l, &rsa, node(3)).await;
+        assert_eq!(a.peer.node_ids, vec![node(4)], "{kind:?}");
         exchange(&mut a, &mut b, 3, |_| 100).await;
     }
+    let mut l = listen(LinkKind::TlsTcpFhNoIce, &ed).await;
+    let (mut a, mut b) = pair(LinkKind::TlsTcpFhNoIce, &mut l, &rsa, node(3)).await;
+    exchange(&mut a, &mut b, 3, |_| 100).await;
+    // Known limitation of OpenSSL 3.0: a DTLS 1.2 server cannot use an
+    // Ed25519 certificate ("no shared cipher"). If this starts to pass,
+    // OpenSSL was fixed: drop the limitation from the docs.
+    let l = listen(LinkKind::DtlsUdpSrNoIce, &ed).await;
+    let err = link::dial(LinkKind::DtlsUdpSrNoIce, l.local_addr(), rsa.clone(), None).await.unwrap_err();
+    assert!(matches!(err, LinkError::Handshake(_)), "{err}");
 }
 
 #[tokio::test]
 async fn a_certificate_from_another_ca_is_refused_on_both_sides() {
+    logs();
     let (ca, other) = (new_ca(), new_ca());
     let good = security(&ca, KeyAlgorithm::EcdsaP256Sha256, node(1));
     let server = security(&ca, KeyAlgorithm::EcdsaP256Sha256, node(2));
@@ -221,6 +231,7 @@ async fn a_certificate_from_another_ca_is_refused_on_both_sides() {
 
 #[tokio::test]
 async fn dialing_the_wrong_node_id_fails() {
+    logs();
     let ca = new_ca();
     let (sa, sb) =
         (security(&ca, KeyAlgorithm::EcdsaP256Sha256, node(1)), security(&ca, KeyAlgorithm::EcdsaP256Sha256, node(2)));
@@ -251,6 +262,7 @@ async fn raw_tls_client(addr: SocketAddr, sec: &LinkSecurity) -> SslStream<TcpSt
 
 #[tokio::test]
 async fn tls_garbage_and_oversized_frames_close_only_their_link() {
+    logs();
     let ca = new_ca();
     let (sa, sb) =
         (security(&ca, KeyAlgorithm::EcdsaP256Sha256, node(1)), security(&ca, KeyAlgorithm::EcdsaP256Sha256, node(2)));
@@ -286,6 +298,7 @@ async fn tls_garbage_and_oversized_frames_close_only_their_link() {
 
 #[tokio::test]
 async fn dtls_ignores_garbage_datagrams() {
+    logs();
     let ca = new_ca();
     let (sa, sb) =
         (security(&ca, KeyAlgorithm::EcdsaP256Sha256, node(1)), security(&ca, KeyAlgorithm::EcdsaP256Sha256, node(2)));
@@ -315,10 +328,18 @@ async fn dtls_dial_from_the_listener_socket() {
     exchange(&mut a, &mut b, 20, |_| 500).await;
     // A second session to the same address on the same socket is refused.
     assert!(matches!(la.dial(lb.local_addr(), None).await, Err(LinkError::Busy(_))));
+    // A dialer handle outlives its listener only to say the socket is gone,
+    // and dropping the listener ends the links on its socket.
+    let dialer = la.dialer();
+    drop(la);
+    assert!(matches!(dialer.dial(lb.local_addr(), None).await, Err(LinkError::SocketClosed)));
+    assert_eq!(closed_reason(&mut a).await, "socket closed");
+    assert_eq!(closed_reason(&mut b).await, "peer closed the session");
 }
 
 #[tokio::test]
 async fn dtls_fragments_long_reload_messages() {
+    logs();
     let ca = new_ca();
     let (sa, sb) =
         (security(&ca, KeyAlgorithm::EcdsaP256Sha256, node(1)), security(&ca, KeyAlgorithm::EcdsaP256Sha256, node(2)));
@@ -400,6 +421,7 @@ async fn lossy_proxy(server: SocketAddr, hellos: usize, data: usize) -> LossyPro
 
 #[tokio::test]
 async fn dtls_recovers_lost_handshake_and_data_datagrams() {
+    logs();
     let ca = new_ca();
     let (sa, sb) =
         (security(&ca, KeyAlgorithm::EcdsaP256Sha256, node(1)), security(&ca, KeyAlgorithm::EcdsaP256Sha256, node(2)));
@@ -425,4 +447,23 @@ async fn dtls_recovers_lost_handshake_and_data_datagrams() {
     assert_eq!(at_b, sent);
     assert_eq!(at_a, sent);
     assert_eq!(proxy.dropped.load(Ordering::Relaxed), 5);
+}
+
+#[tokio::test]
+async fn dtls_peer_restarting_on_the_same_address_replaces_its_session() {
+    logs();
+    let ca = new_ca();
+    let sa = security(&ca, KeyAlgorithm::EcdsaP256Sha256, node(1));
+    let sb = security(&ca, KeyAlgorithm::EcdsaP256Sha256, node(2));
+    let mut l = listen(LinkKind::DtlsUdpSrNoIce, &sb).await;
+    // Both dialers reach the listener from the relay's one address, as a
+    // node restarted on its old port would.
+    let relay = lossy_proxy(l.local_addr(), 0, 0).await;
+    let dial = || link::dial(LinkKind::DtlsUdpSrNoIce, relay.addr, sa.clone(), Some(node(2)));
+    let (_old_a, mut old_b) = tokio::try_join!(dial(), async { Ok(accept(&mut l).await) }).unwrap();
+    let (mut a, mut b) = tokio::try_join!(dial(), async { Ok(accept(&mut l).await) }).unwrap();
+    assert_eq!(b.remote, old_b.remote);
+    assert_eq!(closed_reason(&mut old_b).await, "replaced by a new session from the same address");
+    exchange(&mut a, &mut b, 5, |_| 200).await;
+    assert_eq!(l.rejected(), 0);
 }
