@@ -35,17 +35,39 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// What the SIP sockets hand the event loop.
 pub enum SipInput {
     /// A message from a phone (UDP datagram or deframed stream message).
-    Local { bytes: Vec<u8>, from: TransportAddr },
+    Local {
+        bytes: Vec<u8>,
+        from: TransportAddr,
+    },
     /// A phone's stream connection opened: where to send on it.
-    FlowOpened { flow: u64, tx: mpsc::Sender<Vec<u8>> },
-    FlowClosed { flow: u64 },
+    FlowOpened {
+        flow: u64,
+        tx: mpsc::Sender<Vec<u8>>,
+    },
+    FlowClosed {
+        flow: u64,
+    },
     /// A message from another chordphone node.
-    Node { from: NodeId, conn: u64, bytes: Vec<u8> },
+    Node {
+        from: NodeId,
+        conn: u64,
+        bytes: Vec<u8>,
+    },
     /// An authenticated connection to another node is up.
-    NodeConnected { node: NodeId, conn: u64, tx: mpsc::Sender<Vec<u8>> },
-    NodeClosed { node: NodeId, conn: u64 },
+    NodeConnected {
+        node: NodeId,
+        conn: u64,
+        tx: mpsc::Sender<Vec<u8>>,
+    },
+    NodeClosed {
+        node: NodeId,
+        conn: u64,
+    },
     /// Dialing a node failed.
-    NodeDialFailed { node: NodeId, reason: String },
+    NodeDialFailed {
+        node: NodeId,
+        reason: String,
+    },
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
