@@ -459,6 +459,10 @@ pub enum UserCmd {
     /// AOR and this node's Node-ID (RFC 7904 USER-NODE-MATCH) and stores
     /// digest hashes (MD5 and SHA-256) of the password, never the password.
     Add(UserAddArgs),
+    /// Add many accounts at once from a file of `user;password` lines (sipp's
+    /// injection-file format; a first line without `;` such as SEQUENTIAL is
+    /// skipped); AORs are user@DOMAIN.
+    Import(UserImportArgs),
     /// List the SIP accounts of a node.
     List(UserDirArgs),
     /// Remove a SIP account.
@@ -472,6 +476,18 @@ pub struct UserAddArgs {
     #[arg(long)]
     pub password: String,
     /// The overlay directory whose CA issues the user certificate.
+    #[arg(long)]
+    pub overlay: PathBuf,
+    #[arg(long, env = "CHORDPHONE_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct UserImportArgs {
+    pub file: PathBuf,
+    /// The AOR domain of the imported users.
+    #[arg(long)]
+    pub domain: String,
     #[arg(long)]
     pub overlay: PathBuf,
     #[arg(long, env = "CHORDPHONE_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
@@ -510,7 +526,31 @@ fn control_reachable(data_dir: &Path) -> bool {
 /// `chordphone user ...`.
 pub fn user(cmd: UserCmd) -> anyhow::Result<()> {
     match cmd {
-        UserCmd::Add(a) => user_add(a),
+        UserCmd::Add(a) => user_add(a).map(|line| println!("{line}")),
+        UserCmd::Import(a) => {
+            let text = std::fs::read_to_string(&a.file).with_context(|| format!("cannot read {}", a.file.display()))?;
+            let mut n = 0usize;
+            for (i, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') || (i == 0 && !line.contains(';')) {
+                    continue;
+                }
+                let (user, password) = line
+                    .split_once(';')
+                    .ok_or_else(|| anyhow!("{}:{}: expected user;password", a.file.display(), i + 1))?;
+                let password = password.split(';').next().unwrap_or_default();
+                user_add(UserAddArgs {
+                    aor: format!("{user}@{}", a.domain),
+                    password: password.to_owned(),
+                    overlay: a.overlay.clone(),
+                    data_dir: a.data_dir.clone(),
+                })
+                .with_context(|| format!("{}:{}", a.file.display(), i + 1))?;
+                n += 1;
+            }
+            println!("imported {n} SIP accounts");
+            Ok(())
+        }
         UserCmd::List(a) => {
             let users: Vec<SipUser> = if control_reachable(&a.data_dir) {
                 serde_json::from_value(call(&a.data_dir, ControlRequest::ListUsers)?)?
@@ -539,7 +579,7 @@ pub fn user(cmd: UserCmd) -> anyhow::Result<()> {
     }
 }
 
-fn user_add(a: UserAddArgs) -> anyhow::Result<()> {
+fn user_add(a: UserAddArgs) -> anyhow::Result<String> {
     let (user, domain) = a
         .aor
         .split_once('@')
@@ -582,8 +622,7 @@ fn user_add(a: UserAddArgs) -> anyhow::Result<()> {
         db.put_meta(&user_identity_key(&a.aor), &serde_json::to_vec(&record)?)?;
         db.put_sip_user(&account)?;
     }
-    println!("SIP account {} (realm {realm}) on node {node_id}", a.aor);
-    Ok(())
+    Ok(format!("SIP account {} (realm {realm}) on node {node_id}", a.aor))
 }
 
 fn parse_node_id(hex_id: &str) -> anyhow::Result<crate::wire::NodeId> {

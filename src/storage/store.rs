@@ -19,7 +19,9 @@ use crate::wire::storage::{
 use crate::wire::{Codec, KindId, ResourceId};
 
 /// What a peer stores for others, keyed by Resource-ID then kind.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Two stores are equal when they hold the same things (the change
+/// counter `version` is not part of that).
+#[derive(Debug, Clone)]
 pub struct DataStore {
     pub(super) kinds: BTreeMap<KindId, KindPolicy>,
     pub(super) resources: BTreeMap<ResourceId, Resource>,
@@ -29,6 +31,17 @@ pub struct DataStore {
     /// Bumped on every change: lets a runtime skip persisting an unchanged store.
     version: u64,
 }
+
+impl PartialEq for DataStore {
+    fn eq(&self, other: &Self) -> bool {
+        self.kinds == other.kinds
+            && self.resources == other.resources
+            && self.expiry == other.expiry
+            && self.certs == other.certs
+    }
+}
+
+impl Eq for DataStore {}
 
 /// One kind's values at one resource, as replication re-sends them.
 #[derive(Debug, Clone, PartialEq, Eq)]
