@@ -186,3 +186,71 @@ fn phones_register_on_different_nodes_and_call_through_the_overlay() {
     assert!(out.status.success(), "malformed scenario failed: {}", String::from_utf8_lossy(&out.stdout));
     assert!(c.nodes[1].alive() && c.nodes[1].joined(), "node 1 stopped serving");
 }
+
+/// sipp REGISTERs 1,000 users with digest auth on one node; every
+/// registration is stored in the overlay with its two replicas.
+#[test]
+fn a_thousand_users_register_with_digest() {
+    const USERS: usize = 1000;
+    let sip_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut c = Cluster::new_with(3, |i| {
+        format!(
+            "[sip]\nudp = \"127.0.0.1:{p}\"\ntcp = \"off\"\nnode_tls = \"off\"\ndomain = \"{DOMAIN}\"\nmd5_first = true\n",
+            p = sip_ports[i]
+        )
+    });
+    let work = c.path().join("sipp");
+    std::fs::create_dir_all(&work).expect("work dir");
+    let rows: Vec<(String, String)> = (0..USERS).map(|i| (format!("u{i:04}"), format!("pw-{i}"))).collect();
+    let rows_ref: Vec<(&str, &str)> = rows.iter().map(|(u, p)| (u.as_str(), p.as_str())).collect();
+    let csv = users_csv(&work, "users.csv", &rows_ref);
+    let ov = c.overlay_dir.to_string_lossy().into_owned();
+    let dir = c.nodes[1].dir.to_string_lossy().into_owned();
+    let out = run_ok(&["user", "import", &csv, "--domain", DOMAIN, "--overlay", &ov, "--data-dir", &dir]);
+    assert!(out.contains(&format!("imported {USERS}")), "{out}");
+    c.nodes[0].start();
+    assert!(wait_for(Duration::from_secs(20), || c.nodes[0].joined()));
+    c.nodes[1].start();
+    c.nodes[2].start();
+    c.await_ring(Duration::from_secs(60));
+
+    let target = format!("127.0.0.1:{}", sip_ports[1]);
+    let out = sipp(
+        &work,
+        &[
+            &target,
+            "-sf",
+            &scenario("register_auth.xml"),
+            "-inf",
+            &csv,
+            "-key",
+            "domain",
+            DOMAIN,
+            "-key",
+            "registrar",
+            &target,
+            "-key",
+            "expires",
+            "600",
+            "-m",
+            &USERS.to_string(),
+            "-r",
+            "100",
+            "-l",
+            "50",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &free_port().to_string(),
+        ],
+    );
+    assert!(out.status.success(), "some REGISTERs failed: {}", String::from_utf8_lossy(&out.stdout));
+    // The responsible peer and two replicas each hold every registration.
+    let want = (USERS * 3) as u64;
+    let mut got = 0;
+    let ok = wait_for(Duration::from_secs(30), || {
+        got = records(&c, "SIP-REGISTRATION");
+        got >= want
+    });
+    assert!(ok, "{got} SIP-REGISTRATION copies in the overlay, want {want}");
+}

@@ -194,8 +194,12 @@ impl Cluster {
                 &user,
             ]);
             let id = out.split_whitespace().nth(2).expect("enroll prints the node id").to_owned();
-            std::fs::write(dir.join("node.toml"), format!("listen = \"127.0.0.1:{port}\"\n{}", extra_toml(i)))
-                .expect("node.toml");
+            let mut toml = format!("listen = \"127.0.0.1:{port}\"\n{}", extra_toml(i));
+            // Overlay-only tests keep the SIP listeners (default 5060) off.
+            if !toml.contains("[sip]") {
+                toml.push_str("\n[sip]\nudp = \"off\"\ntcp = \"off\"\nnode_tls = \"off\"\n");
+            }
+            std::fs::write(dir.join("node.toml"), toml).expect("node.toml");
             nodes.push(NodeProc { name: format!("node{i}"), dir, port, id, user, child: None, starts: 0 });
         }
         Cluster { tmp, overlay_dir, name, nodes }
