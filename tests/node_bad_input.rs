@@ -18,6 +18,14 @@ use openssl::x509::X509;
 
 /// A TLS client holding `dir`'s enrolled identity (mutual TLS as a peer).
 fn tls_as(dir: &std::path::Path, port: u16) -> openssl::ssl::SslStream<TcpStream> {
+    tls_attempt(dir, port).expect("TLS handshake with a valid identity")
+}
+
+/// The handshake of a peer with `dir`'s identity (it may be refused).
+fn tls_attempt(
+    dir: &std::path::Path,
+    port: u16,
+) -> Result<openssl::ssl::SslStream<TcpStream>, openssl::ssl::HandshakeError<TcpStream>> {
     let db = NodeDb::open(&dir.join("node.db")).expect("open node db");
     let id = db.identity().expect("read identity").expect("enrolled");
     drop(db);
@@ -29,7 +37,7 @@ fn tls_as(dir: &std::path::Path, port: u16) -> openssl::ssl::SslStream<TcpStream
     tcp.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     let mut cfg = b.build().configure().expect("configure");
     cfg.set_verify_hostname(false);
-    cfg.connect("peer", tcp).expect("TLS handshake with a valid identity")
+    cfg.connect("peer", tcp)
 }
 
 /// Reads until the node closes the connection; true when it did.
@@ -72,20 +80,9 @@ fn bad_frames_foreign_certificates_and_forged_configs_are_refused() {
         run(&["enroll", "--overlay", other_ov.to_str().expect("utf-8"), "--out", other_node.to_str().expect("utf-8")]);
     assert!(ok.status.success());
     let before = counter(&c, "links_rejected");
-    let db = NodeDb::open(&other_node.join("node.db")).expect("db");
-    let id = db.identity().expect("identity").expect("enrolled");
-    drop(db);
-    let mut b = SslConnector::builder(SslMethod::tls()).expect("connector");
-    b.set_certificate(&X509::from_der(&id.cert_der).expect("cert")).expect("cert");
-    b.set_private_key(&PKey::private_key_from_der(&id.key_pkcs8).expect("key")).expect("key");
-    b.set_verify(SslVerifyMode::NONE);
-    let tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    let mut cfg = b.build().configure().expect("configure");
-    cfg.set_verify_hostname(false);
     // The handshake may complete (the chain check runs right after it);
     // either way the node must close the link without a RELOAD exchange.
-    if let Ok(mut s) = cfg.connect("peer", tcp) {
+    if let Ok(mut s) = tls_attempt(&other_node, port) {
         assert!(closed_by_peer(&mut s), "link with a foreign certificate stayed open");
     }
     assert!(wait_for(Duration::from_secs(5), || counter(&c, "links_rejected") > before), "foreign CA not refused");

@@ -53,32 +53,36 @@ fn users_csv(dir: &std::path::Path, name: &str, rows: &[(&str, &str)]) -> String
 }
 
 fn register(dir: &std::path::Path, sip_port: u16, csv: &str, local_port: u16) -> Output {
+    register_many(dir, sip_port, csv, local_port, &["-m", "1"])
+}
+
+/// sipp's REGISTER-with-digest scenario; `extra` sets the call count/rate.
+fn register_many(dir: &std::path::Path, sip_port: u16, csv: &str, local_port: u16, extra: &[&str]) -> Output {
     let target = format!("127.0.0.1:{sip_port}");
-    sipp(
-        dir,
-        &[
-            &target,
-            "-sf",
-            &scenario("register_auth.xml"),
-            "-inf",
-            csv,
-            "-key",
-            "domain",
-            DOMAIN,
-            "-key",
-            "registrar",
-            &target,
-            "-key",
-            "expires",
-            "600",
-            "-m",
-            "1",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &local_port.to_string(),
-        ],
-    )
+    let port = local_port.to_string();
+    let sf = scenario("register_auth.xml");
+    let mut args: Vec<&str> = vec![
+        &target,
+        "-sf",
+        &sf,
+        "-inf",
+        csv,
+        "-key",
+        "domain",
+        DOMAIN,
+        "-key",
+        "registrar",
+        &target,
+        "-key",
+        "expires",
+        "600",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &port,
+    ];
+    args.extend_from_slice(extra);
+    sipp(dir, &args)
 }
 
 fn records(c: &Cluster, kind: &str) -> u64 {
@@ -214,36 +218,8 @@ fn a_thousand_users_register_with_digest() {
     c.nodes[2].start();
     c.await_ring(Duration::from_secs(60));
 
-    let target = format!("127.0.0.1:{}", sip_ports[1]);
-    let out = sipp(
-        &work,
-        &[
-            &target,
-            "-sf",
-            &scenario("register_auth.xml"),
-            "-inf",
-            &csv,
-            "-key",
-            "domain",
-            DOMAIN,
-            "-key",
-            "registrar",
-            &target,
-            "-key",
-            "expires",
-            "600",
-            "-m",
-            &USERS.to_string(),
-            "-r",
-            "100",
-            "-l",
-            "50",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &free_port().to_string(),
-        ],
-    );
+    let users = USERS.to_string();
+    let out = register_many(&work, sip_ports[1], &csv, free_port(), &["-m", &users, "-r", "100", "-l", "50"]);
     assert!(out.status.success(), "some REGISTERs failed: {}", String::from_utf8_lossy(&out.stdout));
     // The responsible peer and two replicas each hold every registration.
     let want = (USERS * 3) as u64;
