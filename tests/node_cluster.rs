@@ -124,3 +124,51 @@ fn three_peers_over_dtls_links() {
         assert_eq!(fetch(&c, i, &name).as_deref(), Ok("over-dtls"), "fetch through node{i}");
     }
 }
+
+/// A non-routing client (RFC 6940 §4.2) joins through a peer without
+/// listening, stores and fetches; a peer's Prometheus endpoint answers.
+#[test]
+fn a_client_joins_and_metrics_are_scraped() {
+    let metrics_port = cluster::free_port();
+    let mut c = Cluster::new_with(3, |i| match i {
+        0 => format!("metrics_listen = \"127.0.0.1:{metrics_port}\"\n"),
+        2 => "client = true\n".to_owned(),
+        _ => String::new(),
+    });
+    c.nodes[0].start();
+    assert!(wait_for(Duration::from_secs(20), || c.nodes[0].joined()));
+    c.nodes[1].start();
+    assert!(wait_for(Duration::from_secs(20), || c.nodes[1].joined()));
+    c.nodes[2].start();
+    assert!(wait_for(Duration::from_secs(20), || c.nodes[2].joined()), "the client did not join");
+    let s = c.nodes[2].status().expect("client status");
+    assert_eq!(s["client"], true);
+    // A client is in nobody's ring.
+    for i in 0..2 {
+        let st = c.nodes[i].status().expect("status");
+        let ring: Vec<&str> = ["successors", "predecessors"]
+            .iter()
+            .flat_map(|k| st[*k].as_array().into_iter().flatten().filter_map(|v| v.as_str()))
+            .collect();
+        assert!(!ring.contains(&c.nodes[2].id.as_str()), "node{i} routes through the client");
+    }
+    let name = c.nodes[2].user.clone();
+    let out = c.nodes[2].ctl(&["store", &name, "from-a-client"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(fetch(&c, 0, &name).as_deref(), Ok("from-a-client"));
+    assert_eq!(fetch(&c, 2, &name).as_deref(), Ok("from-a-client"));
+
+    // Prometheus text exposition from node 0.
+    use std::io::{Read, Write};
+    let mut body = String::new();
+    let ok = wait_for(Duration::from_secs(5), || {
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", metrics_port)) else { return false };
+        let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        body.clear();
+        let _ = s.read_to_string(&mut body);
+        body.contains("chordphone_joined 1") && body.contains("chordphone_records{kind=\"CHORDPHONE-TEST\"} 1")
+    });
+    assert!(ok, "metrics: {body}");
+    assert!(body.contains("# TYPE chordphone_reload_messages_sent_total counter"), "{body}");
+    assert!(body.contains("chordphone_reload_messages_received_total"), "{body}");
+}
