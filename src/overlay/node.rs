@@ -701,6 +701,8 @@ impl OverlayNode {
             }
         };
         let mut header = raw.header.clone();
+        // One span per transaction: every hop's and end's lines carry it.
+        let _span = tracing::debug_span!("reload", txid = header.transaction_id, node = %self.id).entered();
         if header.overlay != self.overlay || header.version != VERSION {
             self.counters.dropped_malformed += 1;
             return;
