@@ -111,6 +111,10 @@ pub struct SipSettings {
     /// read the first challenge and only know MD5, e.g. sipp).
     #[serde(default)]
     pub md5_first: bool,
+    /// Offer only MD5 (for clients such as baresip 1.0 that refuse a 401
+    /// carrying an algorithm they do not know).
+    #[serde(default)]
+    pub md5_only: bool,
 }
 
 /// Why the settings could not be read.
@@ -157,6 +161,7 @@ impl Default for SipSettings {
             domain: None,
             realm: None,
             md5_first: false,
+            md5_only: false,
         }
     }
 }

@@ -101,6 +101,7 @@ impl Node {
         let domain = cfg.domain.clone().unwrap_or_else(|| self.doc.name.clone());
         let mut ec = EdgeConfig::new(self.id, &domain, (adv.ip().to_string(), adv.port()), self.nonce_secret()?);
         ec.md5_first = cfg.md5_first;
+        ec.md5_only = cfg.md5_only;
         if let Some(r) = &cfg.realm {
             ec.realm = r.clone();
         }

@@ -75,6 +75,9 @@ pub struct EdgeConfig {
     /// the preferred (SHA-256) first, but clients that read only the first
     /// challenge and know only MD5 (sipp, older phones) then fail.
     pub md5_first: bool,
+    /// Offer only the MD5 challenge: for clients (baresip 1.0) that give up
+    /// on a 401 carrying any algorithm they do not know.
+    pub md5_only: bool,
 }
 
 impl EdgeConfig {
@@ -94,6 +97,7 @@ impl EdgeConfig {
             timer_c: Duration::from_secs(180),
             overlay_timeout: Duration::from_secs(20),
             md5_first: false,
+            md5_only: false,
         }
     }
 }
@@ -620,7 +624,9 @@ impl SipEdge {
         let name = if code == 401 { "WWW-Authenticate" } else { "Proxy-Authenticate" };
         let mut r = Reject::new(code, None);
         let mut offered = digest::challenges(&self.cfg.realm, &nonce, stale);
-        if self.cfg.md5_first {
+        if self.cfg.md5_only {
+            offered.retain(|c| !c.contains("SHA-256"));
+        } else if self.cfg.md5_first {
             offered.reverse();
         }
         r.headers = offered.into_iter().map(|c| (name, c)).collect();

@@ -111,6 +111,11 @@ struct Net {
 
 impl Net {
     fn new() -> Net {
+        Net::with(|_| {})
+    }
+
+    /// A net whose edges' configuration `tune` adjusts.
+    fn with(tune: impl Fn(&mut EdgeConfig)) -> Net {
         let start = Instant::now(); // layering: allowed (test-only module: the fake clock's origin)
         let ids = vec![node(1), node(2)];
         let edges = ids
@@ -118,7 +123,8 @@ impl Net {
             .enumerate()
             .map(|(i, id)| {
                 let port = 5060 + 10 * i as u16;
-                let cfg = EdgeConfig::new(*id, DOMAIN, (format!("198.51.100.{}", i + 1), port), [i as u8 + 7; 32]);
+                let mut cfg = EdgeConfig::new(*id, DOMAIN, (format!("198.51.100.{}", i + 1), port), [i as u8 + 7; 32]);
+                tune(&mut cfg);
                 let mut e = SipEdge::new(cfg).unwrap();
                 e.set_users(vec![account("alice", "wonderland"), account("bob", "builder"), account("carol", "c4r0l")]);
                 e
@@ -873,4 +879,19 @@ fn stale_nonce_is_rechallenged_with_stale_true() {
     let again = net.got(alice(), "401");
     assert!(again.headers("WWW-Authenticate").all(|c| c.contains("stale=true")));
     assert!(!net.registered("alice@chordphone.test", 0));
+}
+
+#[test]
+fn challenge_order_and_md5_only() {
+    let algs = |net: &mut Net| -> Vec<String> {
+        net.local(0, alice(), &baresip_register("alice", 1, 3600, None));
+        let c = net.got(alice(), "401");
+        c.headers("WWW-Authenticate")
+            .map(|h| if h.contains("SHA-256") { "SHA-256".to_owned() } else { "MD5".to_owned() })
+            .collect()
+    };
+    // RFC 8760 §2.4: the preferred algorithm first.
+    assert_eq!(algs(&mut Net::new()), ["SHA-256", "MD5"]);
+    assert_eq!(algs(&mut Net::with(|c| c.md5_first = true)), ["MD5", "SHA-256"]);
+    assert_eq!(algs(&mut Net::with(|c| c.md5_only = true)), ["MD5"]);
 }
