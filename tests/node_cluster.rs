@@ -159,13 +159,9 @@ fn a_client_joins_and_metrics_are_scraped() {
     assert_eq!(fetch(&c, 2, &name).as_deref(), Ok("from-a-client"));
 
     // Prometheus text exposition from node 0.
-    use std::io::{Read, Write};
     let mut body = String::new();
     let ok = wait_for(Duration::from_secs(5), || {
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", metrics_port)) else { return false };
-        let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-        body.clear();
-        let _ = s.read_to_string(&mut body);
+        body = cluster::scrape(metrics_port);
         body.contains("chordphone_joined 1") && body.contains("chordphone_records{kind=\"CHORDPHONE-TEST\"} 1")
     });
     assert!(ok, "metrics: {body}");

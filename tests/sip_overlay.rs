@@ -93,9 +93,11 @@ fn records(c: &Cluster, kind: &str) -> u64 {
 fn phones_register_on_different_nodes_and_call_through_the_overlay() {
     let sip_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let node_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let metrics_port = free_port();
     let mut c = Cluster::new_with(3, |i| {
+        let metrics = if i == 0 { format!("metrics_listen = \"127.0.0.1:{metrics_port}\"\n") } else { String::new() };
         format!(
-            "[sip]\nudp = \"127.0.0.1:{p}\"\ntcp = \"127.0.0.1:{p}\"\nnode_tls = \"127.0.0.1:{t}\"\ndomain = \"{DOMAIN}\"\nmd5_first = true\n",
+            "{metrics}[sip]\nudp = \"127.0.0.1:{p}\"\ntcp = \"127.0.0.1:{p}\"\nnode_tls = \"127.0.0.1:{t}\"\ndomain = \"{DOMAIN}\"\nmd5_first = true\n",
             p = sip_ports[i],
             t = node_ports[i]
         )
@@ -180,6 +182,13 @@ fn phones_register_on_different_nodes_and_call_through_the_overlay() {
     }
     assert!(out.status.success(), "the call failed: {}", String::from_utf8_lossy(&out.stdout));
     assert!(uas_status.is_some_and(|s| s.success()), "the callee did not complete the call");
+    // The SIP counters reach Prometheus: one good REGISTER, one refused.
+    let mut body = String::new();
+    let scraped = wait_for(Duration::from_secs(5), || {
+        body = cluster::scrape(metrics_port);
+        body.contains("chordphone_sip_register_ok_total 1") && body.contains("chordphone_sip_register_fail_total 1")
+    });
+    assert!(scraped, "SIP metrics: {body}");
 
     // Malformed requests: 400, and the node keeps serving.
     let target1 = format!("127.0.0.1:{}", sip_ports[1]);

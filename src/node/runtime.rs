@@ -971,6 +971,25 @@ impl Node {
             vec![],
             now.saturating_duration_since(self.started).as_secs_f64(),
         );
+        if let Some(sip) = &self.sip {
+            let e = sip.edge.counters();
+            s.counter("chordphone_sip_register_ok_total", "REGISTERs answered 200", e.register_ok);
+            s.counter("chordphone_sip_register_fail_total", "REGISTERs refused", e.register_fail);
+            s.counter("chordphone_sip_auth_challenges_total", "digest challenges sent", e.auth_challenges);
+            s.counter(
+                "chordphone_sip_forwarded_local_total",
+                "requests sent to local phones",
+                e.requests_forwarded_local,
+            );
+            s.counter("chordphone_sip_forwarded_node_total", "requests sent to other nodes", e.requests_forwarded_node);
+            s.counter("chordphone_sip_responses_total", "responses sent", e.responses);
+            s.counter(
+                "chordphone_sip_malformed_rejected_total",
+                "malformed requests answered 400",
+                e.malformed_rejected,
+            );
+            s.counter("chordphone_sip_malformed_dropped_total", "malformed messages dropped", e.malformed_dropped);
+        }
         for (k, n) in self.machine.records_by_kind() {
             s.gauge("chordphone_records", "records held, by kind", vec![("kind", kind_name(k))], n as f64);
         }
