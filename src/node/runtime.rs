@@ -254,9 +254,14 @@ impl Node {
                 .await
                 .with_context(|| format!("cannot listen on {}", settings.listen))?;
             let local = listener.local_addr();
-            // Outgoing links leave from the listener's socket (for DTLS:
-            // one UDP port per node, what peers and NATs see).
-            dialer = Some(listener.dialer());
+            // Outgoing TLS links may share the listener's security; DTLS
+            // links are dialed from an ephemeral socket: two peers dialing
+            // each other at once from their listening sockets would share
+            // one UDP 5-tuple, which holds only one DTLS association, and
+            // the link layer has no tie-break for that yet.
+            if kind == LinkKind::TlsTcpFhNoIce {
+                dialer = Some(listener.dialer());
+            }
             info!(node = %node_id, %local, link = ?kind, "listening for overlay links");
             if advertise.is_none() {
                 if local.ip().is_unspecified() {
