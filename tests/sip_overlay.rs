@@ -20,26 +20,25 @@ fn scenario(name: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("interop/sip/sipp").join(name).to_string_lossy().into_owned()
 }
 
-fn sipp(dir: &std::path::Path, args: &[&str]) -> Output {
-    Command::new("sipp")
-        .args(args)
-        .args(["-timeout", "30s", "-timeout_error", "-trace_err", "-nostdin"])
+/// A sipp command with the flags every run here uses: a bound on the run,
+/// failures as exit status, errors traced, no keyboard.
+fn sipp_command(dir: &std::path::Path, args: &[&str], timeout: &str) -> Command {
+    let mut c = Command::new("sipp");
+    c.args(args)
+        .args(["-timeout", timeout, "-timeout_error", "-trace_err", "-nostdin"])
         .current_dir(dir)
-        .stdin(Stdio::null())
+        .stdin(Stdio::null());
+    c
+}
+
+fn sipp(dir: &std::path::Path, args: &[&str]) -> Output {
+    sipp_command(dir, args, "30s")
         .output()
         .expect("sipp (Debian package sip-tester) must be installed: interop/test-suite.sh installs it")
 }
 
 fn sipp_bg(dir: &std::path::Path, args: &[&str]) -> Child {
-    Command::new("sipp")
-        .args(args)
-        .args(["-timeout", "40s", "-timeout_error", "-trace_err", "-nostdin"])
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("sipp")
+    sipp_command(dir, args, "40s").stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("sipp")
 }
 
 fn users_csv(dir: &std::path::Path, name: &str, rows: &[(&str, &str)]) -> String {

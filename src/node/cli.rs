@@ -508,7 +508,7 @@ pub struct UserRemoveArgs {
 }
 
 /// The database key of a user's certificate and key.
-pub fn user_identity_key(aor: &str) -> String {
+fn user_identity_key(aor: &str) -> String {
     format!("user-identity:{aor}")
 }
 
@@ -517,6 +517,33 @@ pub fn user_identity_key(aor: &str) -> String {
 pub struct UserIdentityRecord {
     pub key_b64: String,
     pub cert_b64: String,
+}
+
+impl UserIdentityRecord {
+    /// (PKCS#8 key, DER certificate), or `None` when either is not base64.
+    pub fn decode(&self) -> Option<(Vec<u8>, Vec<u8>)> {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        Some((b64.decode(&self.key_b64).ok()?, b64.decode(&self.cert_b64).ok()?))
+    }
+}
+
+/// Writes a SIP account and its user identity (the CLI with the node
+/// stopped, or the running node).
+pub fn save_account(db: &NodeDb, account: &SipUser, record: &UserIdentityRecord) -> anyhow::Result<()> {
+    db.put_meta(&user_identity_key(&account.aor), &serde_json::to_vec(record)?)?;
+    db.put_sip_user(account)?;
+    Ok(())
+}
+
+/// Deletes a SIP account and its identity; whether the account existed.
+pub fn delete_account(db: &NodeDb, aor: &str) -> anyhow::Result<bool> {
+    db.put_meta(&user_identity_key(aor), b"")?;
+    Ok(db.remove_sip_user(aor)?)
+}
+
+/// The stored user identity of an account, if it has a readable one.
+pub fn account_identity(db: &NodeDb, aor: &str) -> Option<UserIdentityRecord> {
+    db.meta(&user_identity_key(aor)).ok().flatten().and_then(|b| serde_json::from_slice(&b).ok())
 }
 
 fn control_reachable(data_dir: &Path) -> bool {
@@ -566,9 +593,7 @@ pub fn user(cmd: UserCmd) -> anyhow::Result<()> {
             let removed = if control_reachable(&a.data_dir) {
                 call(&a.data_dir, ControlRequest::RemoveUser { aor: a.aor.clone() })?.as_bool().unwrap_or(false)
             } else {
-                let db = NodeDb::open(&NodePaths { data_dir: a.data_dir.clone() }.db())?;
-                db.put_meta(&user_identity_key(&a.aor), b"")?;
-                db.remove_sip_user(&a.aor)?
+                delete_account(&NodeDb::open(&NodePaths { data_dir: a.data_dir.clone() }.db())?, &a.aor)?
             };
             if !removed {
                 bail!("no SIP account '{}'", a.aor);
@@ -618,9 +643,7 @@ fn user_add(a: UserAddArgs) -> anyhow::Result<String> {
     if running {
         call(&a.data_dir, ControlRequest::AddUser { account, key_b64: record.key_b64, cert_b64: record.cert_b64 })?;
     } else {
-        let db = NodeDb::open(&paths.db())?;
-        db.put_meta(&user_identity_key(&a.aor), &serde_json::to_vec(&record)?)?;
-        db.put_sip_user(&account)?;
+        save_account(&NodeDb::open(&paths.db())?, &account, &record)?;
     }
     Ok(format!("SIP account {} (realm {realm}) on node {node_id}", a.aor))
 }

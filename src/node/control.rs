@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt as _, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
@@ -163,5 +163,3 @@ pub async fn call(socket: &Path, request: &ControlRequest, timeout: Duration) ->
         .ok_or_else(|| anyhow::anyhow!("the node closed the control connection"))?;
     Ok(serde_json::from_str(&answer)?)
 }
-
-use tokio::io::AsyncReadExt as _;

@@ -11,7 +11,7 @@
 //! - link input is one shared queue of `queue_depth`; a full queue makes
 //!   the link reader wait, which back-pressures that peer's socket.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,7 +23,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, info_span, warn};
 
-use super::cli::{UserIdentityRecord, user_identity_key};
+use super::cli::{UserIdentityRecord, account_identity, delete_account, save_account};
 use super::config::{LocalSettings, NodePaths};
 use super::control::{self, ControlCall, ControlRequest, ControlResponse};
 use super::db::{HostCacheEntry, NodeDb, RecordRow, SipUser};
@@ -36,7 +36,6 @@ use crate::wire::attach::{IceCandidate, OverlayLinkType};
 use crate::wire::storage::{DataValue, StoredDataValue};
 use crate::wire::types::IpAddressPort;
 use crate::wire::{KindId, NodeId, ResourceId};
-use base64::Engine as _;
 
 #[path = "sip_glue.rs"]
 mod sip_glue;
@@ -214,7 +213,7 @@ struct Node {
     state: State,
     links: HashMap<NodeId, LinkEntry>,
     next_link_id: u64,
-    dialing: HashMap<NodeId, ()>,
+    dialing: HashSet<NodeId>,
     pending: BTreeMap<RequestId, Pending>,
     bootstrap_round: u64,
     bootstrap_outstanding: usize,
@@ -223,7 +222,6 @@ struct Node {
     bootstrap_backoff: Duration,
     saved_store_version: Option<u64>,
     queue_drops: u64,
-    links_rejected_dup: u64,
     // channels
     inbound_tx: mpsc::Sender<(NodeId, u64, LinkEvent)>,
     inbound_rx: mpsc::Receiver<(NodeId, u64, LinkEvent)>,
@@ -331,7 +329,7 @@ impl Node {
             state: State::Bootstrapping,
             links: HashMap::new(),
             next_link_id: 1,
-            dialing: HashMap::new(),
+            dialing: HashSet::new(),
             pending: BTreeMap::new(),
             bootstrap_round: 0,
             bootstrap_outstanding: 0,
@@ -340,7 +338,6 @@ impl Node {
             bootstrap_backoff: BOOTSTRAP_MIN,
             saved_store_version,
             queue_drops: 0,
-            links_rejected_dup: 0,
             inbound_tx,
             inbound_rx,
             accepted_rx,
@@ -491,14 +488,14 @@ impl Node {
                     self.machine.handle_link_up(now, peer);
                     return;
                 }
-                if self.dialing.contains_key(&peer) {
+                if self.dialing.contains(&peer) {
                     return;
                 }
                 let want = link_type_code(self.kind);
                 let addr = candidates.iter().find(|c| c.overlay_link == want).map(|c| c.addr_port.0);
                 match addr {
                     Some(addr) => {
-                        self.dialing.insert(peer, ());
+                        self.dialing.insert(peer);
                         self.dial(DialPurpose::Connect(peer), addr, Some(peer));
                     }
                     None => {
@@ -591,14 +588,20 @@ impl Node {
         out
     }
 
+    /// Whether this node is one of the configuration's bootstrap nodes
+    /// (which start the ring when they reach nobody).
+    fn is_seed(&self) -> bool {
+        self.advertise.is_some_and(|a| self.doc.bootstrap.contains(&a))
+    }
+
     fn start_bootstrap(&mut self, now: Instant) {
         self.bootstrap_round += 1;
         let round = self.bootstrap_round;
         let candidates = self.bootstrap_candidates();
-        let we_are_seed = self.advertise.is_some_and(|a| self.doc.bootstrap.contains(&a))
-            || (self.doc.bootstrap.is_empty() && !self.client);
+        // With no bootstrap list at all, a peer alone starts its own ring.
+        let may_start_ring = self.is_seed() || (self.doc.bootstrap.is_empty() && !self.client);
         if candidates.is_empty() {
-            if we_are_seed {
+            if may_start_ring {
                 self.create_ring(now);
             } else {
                 warn!("no bootstrap peer is configured and the host cache is empty; retrying");
@@ -692,8 +695,7 @@ impl Node {
                     Err(e) => info!(addr = %d.addr, error = %e, "bootstrap peer unreachable"),
                 }
                 if self.bootstrap_outstanding == 0 && !self.bootstrap_joined_via && self.state == State::Bootstrapping {
-                    let we_are_seed = self.advertise.is_some_and(|a| self.doc.bootstrap.contains(&a));
-                    if we_are_seed {
+                    if self.is_seed() {
                         self.create_ring(now);
                     } else {
                         self.schedule_bootstrap(now);
@@ -724,7 +726,6 @@ impl Node {
             // Node-ID dialed; a re-dial by the same side replaces.
             let keep_new = existing.dialer == dialer || dialer < existing.dialer;
             if !keep_new {
-                self.links_rejected_dup += 1;
                 debug!(%peer, "duplicate link; keeping the existing one");
                 return Some(peer);
             }
@@ -765,9 +766,6 @@ impl Node {
                     self.links.remove(&peer);
                     info!(%peer, reason = %reason, "link lost");
                     self.machine.handle_link_down(now, peer);
-                    if self.links.is_empty() && self.state == State::Joined && !self.client {
-                        debug!("no links left");
-                    }
                 }
             }
         }
@@ -826,8 +824,8 @@ impl Node {
     /// Takes a SIP account into service: its certificate must chain to the
     /// overlay root, bind this node and name the AOR.
     fn add_user(&mut self, now: Instant, account: &SipUser, key_b64: &str, cert_b64: &str) -> ControlResponse {
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let (Ok(key), Ok(cert)) = (b64.decode(key_b64), b64.decode(cert_b64)) else {
+        let record = UserIdentityRecord { key_b64: key_b64.to_owned(), cert_b64: cert_b64.to_owned() };
+        let Some((key, cert)) = record.decode() else {
             return ControlResponse::error("the user key or certificate is not base64");
         };
         match self.machine.add_user_identity(now, &key, &cert) {
@@ -837,12 +835,7 @@ impl Node {
             }
             Err(e) => return ControlResponse::error(format!("user certificate refused: {e}")),
         }
-        let record = UserIdentityRecord { key_b64: key_b64.to_owned(), cert_b64: cert_b64.to_owned() };
-        let saved = serde_json::to_vec(&record)
-            .map_err(anyhow::Error::from)
-            .and_then(|r| Ok(self.db.put_meta(&user_identity_key(&account.aor), &r)?))
-            .and_then(|()| Ok(self.db.put_sip_user(account)?));
-        match saved {
+        match save_account(&self.db, account, &record) {
             Ok(()) => {
                 info!(aor = %account.aor, "SIP account added");
                 self.users_changed();
@@ -853,8 +846,7 @@ impl Node {
     }
 
     fn remove_user(&mut self, aor: &str) -> anyhow::Result<bool> {
-        self.db.put_meta(&user_identity_key(aor), b"")?;
-        let removed = self.db.remove_sip_user(aor)?;
+        let removed = delete_account(&self.db, aor)?;
         if removed {
             info!(%aor, "SIP account removed");
             self.users_changed();
@@ -872,14 +864,7 @@ impl Node {
             }
         };
         for u in users {
-            let rec = self
-                .db
-                .meta(&user_identity_key(&u.aor))
-                .ok()
-                .flatten()
-                .and_then(|b| serde_json::from_slice::<UserIdentityRecord>(&b).ok());
-            let b64 = base64::engine::general_purpose::STANDARD;
-            let loaded = rec.and_then(|r| Some((b64.decode(r.key_b64).ok()?, b64.decode(r.cert_b64).ok()?)));
+            let loaded = account_identity(&self.db, &u.aor).and_then(|r| r.decode());
             match loaded.map(|(k, c)| self.machine.add_user_identity(now, &k, &c)) {
                 Some(Ok(_)) => debug!(aor = %u.aor, "SIP account loaded"),
                 Some(Err(e)) => warn!(aor = %u.aor, error = %e, "SIP account's certificate refused"),
