@@ -558,12 +558,23 @@ async fn run_link(
             r = stream.read(&mut buf), if pending.len() < EVENT_QUEUE => {
                 let mut record = match r {
                     // The demultiplexer ends a session by dropping its queue
-                    // right after sending the reason: prefer the reason.
-                    Ok(0) => break match stop.try_recv() {
-                        Ok(reason) => reason,
-                        Err(oneshot::error::TryRecvError::Closed) => "socket closed".to_owned(),
-                        Err(oneshot::error::TryRecvError::Empty) => "peer closed the session".to_owned(),
-                    },
+                    // right after sending the reason: prefer the reason, and
+                    // tell the peer (the socket outlives the demultiplexer
+                    // while a session holds it), whichever branch saw it first.
+                    Ok(0) => {
+                        let local = match stop.try_recv() {
+                            Ok(reason) => Some(reason),
+                            Err(oneshot::error::TryRecvError::Closed) => Some("socket closed".to_owned()),
+                            Err(oneshot::error::TryRecvError::Empty) => None,
+                        };
+                        match local {
+                            Some(reason) => {
+                                let _ = stream.shutdown().await;
+                                break reason;
+                            }
+                            None => break "peer closed the session".to_owned(),
+                        }
+                    }
                     Ok(n) => buf.get(..n).unwrap_or_default().to_vec(),
                     Err(e) => break format!("DTLS read failed: {e}"),
                 };
