@@ -4,8 +4,9 @@
 #
 # It installs what it needs when missing (Debian packages, cargo tools),
 # then runs: format check, clippy (warnings are errors), every Rust test
-# (unit, property, integration, tshark dissector proof), and each fuzz
-# target for FUZZ_SECONDS (default 60).
+# (unit, property, integration, tshark dissector proof), the real-phone
+# interop run (baresip, linphonec), and each fuzz target for FUZZ_SECONDS
+# (default 60).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,8 +21,9 @@ as_root() {
 log "system packages"
 # build: cmake/libclang/libssl for crypto and media crates; tshark: the
 # independent RELOAD dissector the wire tests decode our packets with;
-# sip-tester (sipp): the SIP load/scenario tool tests/sip_overlay.rs drives.
-PKGS=(build-essential pkg-config cmake libclang-dev libssl-dev tshark sip-tester)
+# sip-tester (sipp): the SIP load/scenario tool tests/sip_overlay.rs drives;
+# baresip and linphone-cli: the real phones of interop/sip.
+PKGS=(build-essential pkg-config cmake libclang-dev libssl-dev tshark sip-tester baresip linphone-cli)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -55,6 +57,10 @@ cargo clippy --all-targets --locked -- -D warnings
 log "tests"
 cargo test --locked --all-targets 2>&1 | tee /tmp/chordphone-test.log
 grep -q "test result" /tmp/chordphone-test.log
+
+log "interop: baresip and linphonec on a 3-node chordphone overlay"
+# Calls and MESSAGEs across nodes, audio compared both ways (interop/sip).
+interop/sip/run-chordphone-selfcheck.sh
 
 log "fuzz (${FUZZ_SECONDS}s per target)"
 # cargo-fuzz needs nightly-only compiler flags; RUSTC_BOOTSTRAP lets the

@@ -37,7 +37,7 @@ enum Cmd {
     /// Store VALUE under NAME (the test kind: NAME must be the node certificate's user name).
     Store(nodecli::StoreArgs),
     /// Fetch the value stored under NAME.
-    Fetch(nodecli::NameArgs),
+    Fetch(nodecli::FetchArgs),
     /// Which peer is responsible for NAME, and the route a request takes there.
     Lookup(nodecli::NameArgs),
     /// SIP accounts of a node (registrar users).

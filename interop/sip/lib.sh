@@ -19,7 +19,9 @@
 #   CP_RELOAD_PORT_A/B/C overlay link ports (16084, 16086, 16088)
 #   CP_NODE_TLS_PORT_A/B/C node-to-node SIP over TLS (17060, 17062, 17064)
 #   CP_MD5_FIRST      1 (default): offer the MD5 challenge first ([sip] md5_first),
-#                     for sipp and baresip 1.0, which only do MD5 digest
+#                     for sipp, which only does MD5 digest
+#   CP_MD5_ONLY       1: offer only MD5 ([sip] md5_only), for baresip 1.0, which
+#                     refuses a 401 that also carries a SHA-256 challenge (default 0)
 #   CP_JOIN_TIMEOUT   seconds to wait for all nodes to join (default 60)
 #   CP_NODE_LOG       node log filter (default info)
 #   KAM_PORT          Kamailio's port (default 5070); KAM_WORKERS (default 4)
@@ -37,6 +39,7 @@ CP_NODE_TLS_PORT_A=${CP_NODE_TLS_PORT_A:-17060}
 CP_NODE_TLS_PORT_B=${CP_NODE_TLS_PORT_B:-17062}
 CP_NODE_TLS_PORT_C=${CP_NODE_TLS_PORT_C:-17064}
 CP_MD5_FIRST=${CP_MD5_FIRST:-1}
+CP_MD5_ONLY=${CP_MD5_ONLY:-0}
 CP_JOIN_TIMEOUT=${CP_JOIN_TIMEOUT:-60}
 CP_NODE_LOG=${CP_NODE_LOG:-info}
 KAM_PORT=${KAM_PORT:-5070}
@@ -211,6 +214,7 @@ node_tls = "127.0.0.1:$(cp_node_tls_port "$n")"
 domain = "$CP_DOMAIN"
 realm = "$CP_DOMAIN"
 md5_first = $([ "$CP_MD5_FIRST" = 1 ] && echo true || echo false)
+md5_only = $([ "$CP_MD5_ONLY" = 1 ] && echo true || echo false)
 EOF
     done
     # The bootstrap peer first, so the others find it listening.

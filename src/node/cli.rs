@@ -152,9 +152,21 @@ pub fn store(args: StoreArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[derive(Args, Debug)]
+pub struct FetchArgs {
+    #[command(flatten)]
+    pub name: NameArgs,
+    /// What to fetch: `test` (the values `chordphone store` writes) or
+    /// `sip-registration` (an AOR's RFC 7904 entries: which nodes serve it).
+    #[arg(long, default_value = "test", value_parser = ["test", "sip-registration"])]
+    pub kind: String,
+}
+
 /// `chordphone fetch`.
-pub fn fetch(args: NameArgs) -> anyhow::Result<()> {
-    let r = call(&args.data_dir, ControlRequest::Fetch { name: args.name })?;
+pub fn fetch(args: FetchArgs) -> anyhow::Result<()> {
+    let FetchArgs { name: args, kind } = args;
+    let kind = (kind != "test").then_some(kind);
+    let r = call(&args.data_dir, ControlRequest::Fetch { name: args.name, kind })?;
     if args.json {
         println!("{r}");
     } else {

@@ -28,6 +28,10 @@ pub enum ControlRequest {
     },
     Fetch {
         name: String,
+        /// The kind to fetch: the test kind when absent, or
+        /// "sip-registration" (the RFC 7904 dictionary under an AOR).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kind: Option<String>,
     },
     Lookup {
         name: String,

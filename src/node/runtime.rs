@@ -806,8 +806,23 @@ impl Node {
                 value: StoredDataValue::Single(DataValue::new(value.as_bytes().to_vec())),
                 lifetime_s: *lifetime_s,
             },
-            ControlRequest::Fetch { name } => {
-                Command::Fetch { resource: ResourceId::from_name(name.as_bytes()), kind: KindId::CHORDPHONE_TEST }
+            ControlRequest::Fetch { name, kind } => {
+                let kind = match kind.as_deref() {
+                    None | Some("test") => KindId::CHORDPHONE_TEST,
+                    Some("sip-registration") => KindId::SIP_REGISTRATION,
+                    Some(other) => {
+                        let _ = reply.send(ControlResponse::error(format!(
+                            "unknown kind '{other}' (known: test, sip-registration)"
+                        )));
+                        return;
+                    }
+                };
+                // SIP registrations are stored under the AOR without "sip:".
+                let name = match kind {
+                    KindId::SIP_REGISTRATION => name.strip_prefix("sip:").unwrap_or(name),
+                    _ => name.as_str(),
+                };
+                Command::Fetch { resource: ResourceId::from_name(name.as_bytes()), kind }
             }
             ControlRequest::Lookup { name } => Command::Lookup { resource: ResourceId::from_name(name.as_bytes()) },
         };
@@ -912,7 +927,7 @@ impl Node {
             "link_queue_drops": self.queue_drops,
             "sip": self.sip.as_ref().map(|s| json!({
                 "listening": s.listening,
-                "counters": format!("{:?}", s.edge.counters()),
+                "counters": sip_counters_json(&s.edge.counters()),
             })),
             "links_rejected": self.listener_rejected.load(std::sync::atomic::Ordering::Relaxed),
         })
@@ -1026,6 +1041,29 @@ impl Node {
     }
 }
 
+/// One SIP-REGISTRATION dictionary entry for people: the node that stored
+/// it and where it points (RFC 7904 §3.2).
+fn describe_registration(e: &crate::wire::storage::DictionaryEntry) -> String {
+    let node = hex::encode(&e.key);
+    match <crate::wire::kinds::SipRegistration as crate::wire::codec::Codec>::from_bytes(&e.value.value) {
+        Ok(crate::wire::kinds::SipRegistration::Route { destination_list, .. }) => {
+            let route: Vec<String> = destination_list
+                .iter()
+                .map(|d| match d {
+                    crate::wire::types::Destination::Node(n) => n.to_string(),
+                    other => format!("{other:?}"),
+                })
+                .collect();
+            format!("node {node} route {}", route.join(" "))
+        }
+        Ok(crate::wire::kinds::SipRegistration::Uri(uri)) => {
+            format!("node {node} uri {}", String::from_utf8_lossy(&uri))
+        }
+        Ok(crate::wire::kinds::SipRegistration::Unknown { ty, .. }) => format!("node {node} unknown type {ty}"),
+        Err(e) => format!("node {node} undecodable ({e})"),
+    }
+}
+
 /// A kind's name in status output.
 pub fn kind_name(k: KindId) -> String {
     match k.name() {
@@ -1033,6 +1071,20 @@ pub fn kind_name(k: KindId) -> String {
         None if k == KindId::CHORDPHONE_TEST => "CHORDPHONE-TEST".to_owned(),
         None => format!("{:#x}", k.0),
     }
+}
+
+fn sip_counters_json(c: &crate::sip::edge::EdgeCounters) -> serde_json::Value {
+    json!({
+        "register_ok": c.register_ok,
+        "register_fail": c.register_fail,
+        "requests_forwarded_local": c.requests_forwarded_local,
+        "requests_forwarded_node": c.requests_forwarded_node,
+        "responses": c.responses,
+        "malformed_dropped": c.malformed_dropped,
+        "malformed_rejected": c.malformed_rejected,
+        "auth_challenges": c.auth_challenges,
+        "stray_responses": c.stray_responses,
+    })
 }
 
 fn control_answer(req: &ControlRequest, outcome: Outcome) -> ControlResponse {
@@ -1051,11 +1103,12 @@ fn control_answer(req: &ControlRequest, outcome: Outcome) -> ControlResponse {
                 .iter()
                 .filter_map(|v| match v {
                     StoredDataValue::Single(d) if d.exists => Some(json!(String::from_utf8_lossy(&d.value))),
+                    StoredDataValue::Dictionary(e) if e.value.exists => Some(json!(describe_registration(e))),
                     _ => None,
                 })
                 .collect();
             match (req, vals.first()) {
-                (ControlRequest::Fetch { name }, None) => {
+                (ControlRequest::Fetch { name, .. }, None) => {
                     ControlResponse::error(format!("no value stored under '{name}'"))
                 }
                 (_, _) => ControlResponse::ok(json!({ "values": vals })),
