@@ -96,7 +96,7 @@ fn phones_register_on_different_nodes_and_call_through_the_overlay() {
     let mut c = Cluster::new_with(3, |i| {
         let metrics = if i == 0 { format!("metrics_listen = \"127.0.0.1:{metrics_port}\"\n") } else { String::new() };
         format!(
-            "{metrics}[sip]\nudp = \"127.0.0.1:{p}\"\ntcp = \"127.0.0.1:{p}\"\nnode_tls = \"127.0.0.1:{t}\"\ndomain = \"{DOMAIN}\"\nmd5_first = true\n",
+            "{metrics}[sip]\nudp = \"127.0.0.1:{p}\"\ntcp = \"127.0.0.1:{p}\"\ntls = \"off\"\nnode_tls = \"127.0.0.1:{t}\"\ndomain = \"{DOMAIN}\"\nmd5_first = true\n",
             p = sip_ports[i],
             t = node_ports[i]
         )
@@ -207,7 +207,7 @@ fn a_thousand_users_register_with_digest() {
     let sip_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let mut c = Cluster::new_with(3, |i| {
         format!(
-            "[sip]\nudp = \"127.0.0.1:{p}\"\ntcp = \"off\"\nnode_tls = \"off\"\ndomain = \"{DOMAIN}\"\nmd5_first = true\n",
+            "[sip]\nudp = \"127.0.0.1:{p}\"\ntcp = \"off\"\ntls = \"off\"\nnode_tls = \"off\"\ndomain = \"{DOMAIN}\"\nmd5_first = true\n",
             p = sip_ports[i]
         )
     });

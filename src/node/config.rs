@@ -21,6 +21,8 @@ use super::overlay_doc::LinkType;
 pub const RELOAD_PORT: u16 = 6084;
 /// SIP's registered port (RFC 3261 §19.1.2).
 pub const SIP_PORT: u16 = 5060;
+/// SIP over TLS's registered port (RFC 3261 §19.1.2, §26.2).
+pub const SIPS_PORT: u16 = 5061;
 
 /// Link types the runtime can open (§6.6.1): the ones without ICE.
 const SUPPORTED_LINKS: [&str; 2] = ["TLS-TCP-FH-NO-ICE", "DTLS-UDP-SR-NO-ICE"];
@@ -94,9 +96,17 @@ pub struct SipSettings {
     pub udp: Option<SocketAddr>,
     #[serde(with = "optional_addr")]
     pub tcp: Option<SocketAddr>,
-    /// SIP over TLS; off unless a certificate is configured.
+    /// SIP over TLS for phones (RFC 3261 §26.2.1, RFC 5630 §3).
     #[serde(with = "optional_addr")]
     pub tls: Option<SocketAddr>,
+    /// The PEM certificate (chain, leaf first) the TLS listener shows;
+    /// relative to the data directory. Without it (and `tls_key`) the node's
+    /// overlay certificate is shown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of `tls_cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
     /// Where other chordphone nodes reach this node's SIP (SIP over TLS with
     /// node certificates, offered through AppAttach 5060, RFC 7904 §4).
     #[serde(with = "optional_addr")]
@@ -152,11 +162,14 @@ impl Default for LocalSettings {
 impl Default for SipSettings {
     fn default() -> Self {
         let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), SIP_PORT);
+        let tls = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), SIPS_PORT);
         let node_tls = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), SIP_PORT + 2);
         SipSettings {
             udp: Some(any),
             tcp: Some(any),
-            tls: None,
+            tls: Some(tls),
+            tls_cert: None,
+            tls_key: None,
             node_tls: Some(node_tls),
             domain: None,
             realm: None,
@@ -221,7 +234,11 @@ impl LocalSettings {
         if self.queue_depth == 0 {
             return Err(invalid("queue_depth", "must be at least 1".into()));
         }
-        Ok(())
+        match (&self.sip.tls_cert, &self.sip.tls_key) {
+            (Some(_), None) => Err(invalid("tls_key", "missing: tls_cert needs its private key".into())),
+            (None, Some(_)) => Err(invalid("tls_cert", "missing: tls_key needs its certificate".into())),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -256,8 +273,14 @@ pub fn example_toml() -> String {
 # Where local phones reach the SIP edge.
 # udp = "{udp}"
 # tcp = "{tcp}"
-# SIP over TLS: off unless a certificate is configured.
+# SIP over TLS (5061 is its registered port).
 # tls = "{tls}"
+# The certificate and key (PEM, relative to the data directory) shown to
+# TLS phones, e.g. Let's Encrypt's for the SIP domain. Without them the
+# node's overlay certificate is shown: phones must then trust the overlay
+# root (ca.der of the overlay directory) and not check the host name.
+# tls_cert = "/etc/letsencrypt/live/example.org/fullchain.pem"
+# tls_key = "/etc/letsencrypt/live/example.org/privkey.pem"
 # The domain AORs are registered under, e.g. "example.org".
 # domain = "example.org"
 # Digest authentication realm; by default the domain.
@@ -322,7 +345,9 @@ mod tests {
         assert_eq!(s, LocalSettings::default());
         assert_eq!(s.listen, "0.0.0.0:6084".parse().unwrap());
         assert_eq!(s.sip.udp, Some("0.0.0.0:5060".parse().unwrap()));
-        assert_eq!(s.sip.tls, None);
+        assert_eq!(s.sip.tcp, Some("0.0.0.0:5060".parse().unwrap()));
+        assert_eq!(s.sip.tls, Some("0.0.0.0:5061".parse().unwrap()));
+        assert_eq!((s.sip.tls_cert.as_deref(), s.sip.tls_key.as_deref()), (None, None));
         assert_eq!((s.host_cache_size, s.queue_depth, s.log.as_str(), s.client), (64, 1024, "info", false));
     }
 
@@ -340,6 +365,23 @@ mod tests {
         assert_eq!(s.sip.tcp, Some("127.0.0.1:5070".parse().unwrap()));
         assert_eq!(s.sip.domain.as_deref(), Some("example.org"));
         assert_eq!(LocalSettings::from_toml_str(&s.to_toml().unwrap()).unwrap(), s);
+    }
+
+    #[test]
+    fn tls_can_be_moved_given_a_certificate_or_switched_off() {
+        let s = LocalSettings::from_toml_str(
+            "[sip]\ntls = \"192.0.2.1:5071\"\ntls_cert = \"cert.pem\"\ntls_key = \"/etc/sip/key.pem\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.sip.tls, Some("192.0.2.1:5071".parse().unwrap()));
+        assert_eq!(s.sip.tls_cert, Some(PathBuf::from("cert.pem")));
+        assert_eq!(s.sip.tls_key, Some(PathBuf::from("/etc/sip/key.pem")));
+        assert_eq!(LocalSettings::from_toml_str(&s.to_toml().unwrap()).unwrap(), s);
+        assert_eq!(LocalSettings::from_toml_str("[sip]\ntls = \"off\"\n").unwrap().sip.tls, None);
+        let e = LocalSettings::from_toml_str("[sip]\ntls_cert = \"cert.pem\"\n").unwrap_err().to_string();
+        assert_eq!(e, "node.toml: key `tls_key`: missing: tls_cert needs its private key");
+        let e = LocalSettings::from_toml_str("[sip]\ntls_key = \"key.pem\"\n").unwrap_err().to_string();
+        assert_eq!(e, "node.toml: key `tls_cert`: missing: tls_key needs its certificate");
     }
 
     #[test]
@@ -380,6 +422,8 @@ mod tests {
         let mut expected = LocalSettings { link: Some("TLS-TCP-FH-NO-ICE".into()), ..LocalSettings::default() };
         expected.sip.domain = Some("example.org".into());
         expected.sip.realm = Some("example.org".into());
+        expected.sip.tls_cert = Some("/etc/letsencrypt/live/example.org/fullchain.pem".into());
+        expected.sip.tls_key = Some("/etc/letsencrypt/live/example.org/privkey.pem".into());
         assert_eq!(s, expected);
     }
 

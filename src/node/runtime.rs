@@ -994,6 +994,11 @@ impl Node {
                 e.malformed_rejected,
             );
             s.counter("chordphone_sip_malformed_dropped_total", "malformed messages dropped", e.malformed_dropped);
+            s.counter(
+                "chordphone_sip_tls_handshake_failures_total",
+                "phone TLS handshakes that failed or timed out",
+                super::sip_io::tls_handshake_failures(),
+            );
         }
         for (k, n) in self.machine.records_by_kind() {
             s.gauge("chordphone_records", "records held, by kind", vec![("kind", kind_name(k))], n as f64);

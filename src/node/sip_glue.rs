@@ -63,7 +63,7 @@ impl Node {
     /// `None` when SIP is switched off (no udp/tcp listener) or for clients.
     pub(super) async fn start_sip(&mut self, inputs_tx: mpsc::Sender<SipInput>) -> anyhow::Result<Option<SipState>> {
         let cfg = self.settings.sip.clone();
-        if self.client || (cfg.udp.is_none() && cfg.tcp.is_none()) {
+        if self.client || (cfg.udp.is_none() && cfg.tcp.is_none() && cfg.tls.is_none()) {
             return Ok(None);
         }
         let mut listening = Vec::new();
@@ -87,6 +87,18 @@ impl Node {
             }
             None => None,
         };
+        // Phones' SIP over TLS: flows like TCP ones, into the same edge.
+        let tls_local = match cfg.tls {
+            Some(a) => {
+                let acceptor = sip_io::tls_context::acceptor(&cfg, &self.paths.data_dir, &self.sec)?;
+                let l = sip_io::tls(a, acceptor, inputs_tx.clone())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen for SIP on tls {a}: {e}"))?;
+                listening.push(format!("tls:{l}"));
+                Some(l)
+            }
+            None => None,
+        };
         if let Some(a) = cfg.node_tls {
             let l = sip_io::node_tls(a, Arc::clone(&self.sec), inputs_tx.clone())
                 .await
@@ -96,10 +108,12 @@ impl Node {
             let cand = IceCandidate::host(IpAddressPort(adv), OverlayLinkType::TLS_TCP_FH_NO_ICE, b"1".to_vec(), 1);
             self.machine.set_app_candidates(vec![(APPLICATION_SIP, vec![cand])]);
         }
-        let local = udp.as_ref().and_then(|u| u.local_addr().ok()).or(tcp_local).unwrap_or(self.settings.listen);
+        let local =
+            udp.as_ref().and_then(|u| u.local_addr().ok()).or(tcp_local).or(tls_local).unwrap_or(self.settings.listen);
         let adv = advertised(local, self.advertise);
         let domain = cfg.domain.clone().unwrap_or_else(|| self.doc.name.clone());
         let mut ec = EdgeConfig::new(self.id, &domain, (adv.ip().to_string(), adv.port()), self.nonce_secret()?);
+        ec.advertise_tls_port = tls_local.map(|l| advertised(l, self.advertise).port());
         ec.md5_first = cfg.md5_first;
         ec.md5_only = cfg.md5_only;
         if let Some(r) = &cfg.realm {

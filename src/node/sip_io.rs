@@ -1,5 +1,6 @@
-//! SIP sockets of a node: UDP and TCP for phones (RFC 3261 §18, with
-//! Content-Length framing and RFC 5626 CRLF keepalives on streams) and SIP
+//! SIP sockets of a node: UDP, TCP and TLS for phones (RFC 3261 §18 and
+//! §26.2.1, with Content-Length framing and RFC 5626 CRLF keepalives on
+//! streams; TLS authenticates only the server, [`tls_context`]) and SIP
 //! over mutually authenticated TLS between chordphone nodes (the connection
 //! an AppAttach for application 5060 points at, RFC 7904 §4).
 //!
@@ -15,16 +16,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use openssl::ssl::{Ssl, SslAcceptor};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_openssl::SslStream;
 use tracing::{debug, warn};
 
-use super::link::{LinkKind, LinkSecurity, base_context, handshake_error, new_ssl, peer_identity};
+use super::link::{
+    LinkKind, LinkSecurity, MAX_PENDING_HANDSHAKES, base_context, handshake_error, new_ssl, peer_identity,
+};
 use crate::sip::framing::{Frame, PONG, StreamDeframer, is_datagram_keepalive};
 use crate::sip::transaction::{Transport, TransportAddr};
 use crate::wire::NodeId;
+
+#[path = "sip_tls.rs"]
+pub mod tls_context;
 
 /// Largest SIP message accepted on any transport.
 pub const MAX_SIP_MESSAGE: usize = 64 * 1024;
@@ -110,31 +117,101 @@ pub async fn tcp(addr: SocketAddr, inputs: mpsc::Sender<SipInput>) -> std::io::R
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     tokio::spawn(async move {
-        loop {
-            let (stream, from) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    warn!(error = %e, "SIP TCP accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
+        while !inputs.is_closed() {
+            let Some((stream, from)) = accept(&listener, "TCP").await else { continue };
             let _ = stream.set_nodelay(true);
-            let flow = next_id();
-            let (tx, rx) = mpsc::channel(CONN_QUEUE);
-            if inputs.send(SipInput::FlowOpened { flow, tx }).await.is_err() {
-                return;
-            }
-            let inputs = inputs.clone();
+            tokio::spawn(serve_phone_flow(stream, from, Transport::Tcp, inputs.clone()));
+        }
+    });
+    Ok(local)
+}
+
+/// Accepts phones' SIP-over-TLS connections (RFC 3261 §26.2.1 "sips", RFC
+/// 5630 §3): the server shows `acceptor`'s certificate and asks phones for
+/// none; after the handshake a connection is a flow exactly like a TCP one,
+/// with [`Transport::Tls`] so Via and Record-Route say TLS. A handshake
+/// that fails or takes longer than 10 s closes the connection, is logged at
+/// debug and counted in [`tls_handshake_failures`].
+pub async fn tls(
+    addr: SocketAddr,
+    acceptor: SslAcceptor,
+    inputs: mpsc::Sender<SipInput>,
+) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let handshakes = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
+    tokio::spawn(async move {
+        while !inputs.is_closed() {
+            let Some((tcp, from)) = accept(&listener, "TLS").await else { continue };
+            // Bounded: a flood of idle connections cannot hold more than
+            // this many handshakes (and their 10 s timers) at once.
+            let Ok(permit) = Arc::clone(&handshakes).try_acquire_owned() else {
+                TLS_HANDSHAKE_FAILURES.fetch_add(1, Ordering::Relaxed);
+                debug!(%from, "SIP TLS connection refused: too many handshakes in progress");
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let (acceptor, inputs) = (acceptor.clone(), inputs.clone());
             tokio::spawn(async move {
-                let addr = TransportAddr { transport: Transport::Tcp, addr: from, flow: Some(flow) };
-                let why = serve_stream(stream, rx, |bytes| SipInput::Local { bytes, from: addr }, &inputs).await;
-                debug!(%from, flow, reason = %why, "SIP TCP flow closed");
-                let _ = inputs.send(SipInput::FlowClosed { flow }).await;
+                let outcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, phone_handshake(&acceptor, tcp)).await;
+                drop(permit);
+                let why = match outcome {
+                    Ok(Ok(stream)) => return serve_phone_flow(stream, from, Transport::Tls, inputs).await,
+                    Ok(Err(e)) => e,
+                    Err(_) => "handshake timeout".to_owned(),
+                };
+                TLS_HANDSHAKE_FAILURES.fetch_add(1, Ordering::Relaxed);
+                debug!(%from, reason = %why, "phone's SIP TLS handshake failed");
             });
         }
     });
     Ok(local)
+}
+
+/// Phones' TLS connections refused so far (failed or timed-out
+/// handshakes, or too many at once), by every [`tls`] listener of the process.
+pub fn tls_handshake_failures() -> u64 {
+    TLS_HANDSHAKE_FAILURES.load(Ordering::Relaxed)
+}
+
+static TLS_HANDSHAKE_FAILURES: AtomicU64 = AtomicU64::new(0);
+
+/// One accepted connection; `None` (after a pause, so a persistent error
+/// such as EMFILE does not spin) when accepting failed.
+async fn accept(listener: &TcpListener, what: &str) -> Option<(TcpStream, SocketAddr)> {
+    match listener.accept().await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            warn!(error = %e, "SIP {what} accept failed");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            None
+        }
+    }
+}
+
+async fn phone_handshake(acceptor: &SslAcceptor, tcp: TcpStream) -> Result<SslStream<TcpStream>, String> {
+    let ssl = Ssl::new(acceptor.context()).map_err(|e| e.to_string())?;
+    let mut stream = SslStream::new(ssl, tcp).map_err(|e| e.to_string())?;
+    Pin::new(&mut stream).accept().await.map_err(|e| e.to_string())?;
+    Ok(stream)
+}
+
+/// Serves one phone's stream connection (TCP or TLS) as an RFC 5626 flow:
+/// announces it, hands its messages to the loop tagged with the flow, and
+/// reports its end.
+async fn serve_phone_flow<S>(stream: S, from: SocketAddr, transport: Transport, inputs: mpsc::Sender<SipInput>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let flow = next_id();
+    let (tx, rx) = mpsc::channel(CONN_QUEUE);
+    if inputs.send(SipInput::FlowOpened { flow, tx }).await.is_err() {
+        return;
+    }
+    let addr = TransportAddr { transport, addr: from, flow: Some(flow) };
+    let why = serve_stream(stream, rx, |bytes| SipInput::Local { bytes, from: addr }, &inputs).await;
+    debug!(%from, flow, ?transport, reason = %why, "SIP flow closed");
+    let _ = inputs.send(SipInput::FlowClosed { flow }).await;
 }
 
 /// Reads SIP messages from a stream until it closes, writing what `rx`
@@ -275,4 +352,106 @@ async fn run_node_conn(stream: SslStream<TcpStream>, node: NodeId, inputs: mpsc:
     let why = serve_stream(stream, rx, |bytes| SipInput::Node { from: node, conn, bytes }, &inputs).await;
     debug!(%node, conn, reason = %why, "node SIP connection closed");
     let _ = inputs.send(SipInput::NodeClosed { node, conn }).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use openssl::ssl::{SslConnector, SslMethod};
+    use openssl::x509::X509;
+
+    use super::*;
+
+    const OPTIONS: &[u8] = b"OPTIONS sip:example.org SIP/2.0\r\nContent-Length: 0\r\n\r\n";
+    const OK: &[u8] = b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n";
+
+    /// A listener with a fresh self-signed certificate for "sip.test".
+    async fn listener() -> (SocketAddr, X509, mpsc::Receiver<SipInput>) {
+        let k = rcgen::KeyPair::generate().unwrap();
+        let c = rcgen::CertificateParams::new(vec!["sip.test".to_owned()]).unwrap().self_signed(&k).unwrap();
+        let cert = X509::from_der(c.der()).unwrap();
+        let key = openssl::pkey::PKey::private_key_from_pem(k.serialize_pem().as_bytes()).unwrap();
+        let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).unwrap();
+        b.set_certificate(&cert).unwrap();
+        b.set_private_key(&key).unwrap();
+        let (tx, rx) = mpsc::channel(16);
+        let local = tls("127.0.0.1:0".parse().unwrap(), b.build(), tx).await.unwrap();
+        (local, cert, rx)
+    }
+
+    async fn phone(addr: SocketAddr, trusted: &X509) -> Result<SslStream<TcpStream>, openssl::ssl::Error> {
+        let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
+        b.cert_store_mut().add_cert(trusted.clone()).unwrap();
+        let ssl = b.build().configure().unwrap().into_ssl("sip.test").unwrap();
+        let mut s = SslStream::new(ssl, TcpStream::connect(addr).await.unwrap()).unwrap();
+        Pin::new(&mut s).connect().await?;
+        Ok(s)
+    }
+
+    async fn read_some(s: &mut (impl AsyncRead + Unpin)) -> Vec<u8> {
+        let mut buf = vec![0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await.unwrap().unwrap_or(0);
+        buf.truncate(n);
+        buf
+    }
+
+    async fn failures_above(before: u64) -> bool {
+        tokio::time::timeout(Duration::from_secs(2), async {
+            while tls_handshake_failures() <= before {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_tls_flow_carries_messages_both_ways_and_answers_keepalives() {
+        let (addr, cert, mut rx) = listener().await;
+        let mut s = phone(addr, &cert).await.unwrap();
+        s.write_all(OPTIONS).await.unwrap();
+        let Some(SipInput::FlowOpened { flow, tx }) = rx.recv().await else { panic!("no FlowOpened") };
+        let Some(SipInput::Local { bytes, from }) = rx.recv().await else { panic!("no message") };
+        assert_eq!(bytes, OPTIONS);
+        assert_eq!(
+            (from.transport, from.flow, from.addr),
+            (Transport::Tls, Some(flow), s.get_ref().local_addr().unwrap())
+        );
+        tx.send(OK.to_vec()).await.unwrap();
+        assert_eq!(read_some(&mut s).await, OK);
+        s.write_all(b"\r\n\r\n").await.unwrap();
+        assert_eq!(read_some(&mut s).await, PONG);
+        drop(s);
+        assert!(matches!(rx.recv().await, Some(SipInput::FlowClosed { flow: f }) if f == flow));
+    }
+
+    #[tokio::test]
+    async fn failed_handshakes_are_counted_and_the_listener_keeps_serving() {
+        let (addr, cert, mut rx) = listener().await;
+        // Plain SIP on the TLS port: no SIP answer, the connection closes.
+        let before = tls_handshake_failures();
+        let mut plain = TcpStream::connect(addr).await.unwrap();
+        plain.write_all(OPTIONS).await.unwrap();
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(2), plain.read_to_end(&mut got)).await.unwrap();
+        assert!(!got.windows(7).any(|w| w == b"SIP/2.0"), "{got:?}");
+        assert!(failures_above(before).await);
+        // A phone that does not trust the certificate gives up.
+        let before = tls_handshake_failures();
+        let stranger = X509::from_der(
+            rcgen::CertificateParams::new(vec!["x".to_owned()])
+                .unwrap()
+                .self_signed(&rcgen::KeyPair::generate().unwrap())
+                .unwrap()
+                .der(),
+        )
+        .unwrap();
+        assert!(phone(addr, &stranger).await.is_err());
+        assert!(failures_above(before).await);
+        assert!(rx.try_recv().is_err(), "a refused connection reached the loop");
+        // A phone that does trust it is served.
+        let mut s = phone(addr, &cert).await.unwrap();
+        s.write_all(OPTIONS).await.unwrap();
+        assert!(matches!(rx.recv().await, Some(SipInput::FlowOpened { .. })));
+        assert!(matches!(rx.recv().await, Some(SipInput::Local { bytes, .. }) if bytes == OPTIONS));
+    }
 }

@@ -208,7 +208,7 @@ impl Cluster {
             let mut toml = format!("listen = \"127.0.0.1:{port}\"\n{}", extra_toml(i));
             // Overlay-only tests keep the SIP listeners (default 5060) off.
             if !toml.contains("[sip]") {
-                toml.push_str("\n[sip]\nudp = \"off\"\ntcp = \"off\"\nnode_tls = \"off\"\n");
+                toml.push_str("\n[sip]\nudp = \"off\"\ntcp = \"off\"\ntls = \"off\"\nnode_tls = \"off\"\n");
             }
             std::fs::write(dir.join("node.toml"), toml).expect("node.toml");
             nodes.push(NodeProc { name: format!("node{i}"), dir, port, id, user, child: None, starts: 0 });
