@@ -120,7 +120,13 @@ pub struct OverlayNode {
     pub(super) join_deadline: Option<Instant>,
     pub(super) store: DataStore,
     pub(super) pending: BTreeMap<u64, Pending>,
+    /// `pending`'s deadlines in time order, so the next one is found
+    /// without a scan (thousands of requests can be in flight under load).
+    pub(super) pending_deadlines: BTreeSet<(Instant, u64)>,
     pub(super) answered: BTreeMap<u64, (Instant, Vec<u8>)>,
+    /// `answered`'s expiry times in insertion order: every entry lives the
+    /// same `ANSWER_CACHE`, so the front is always the next to expire.
+    pub(super) answered_order: VecDeque<(Instant, u64)>,
     pub(super) reassembler: Reassembler,
     pub(super) next_stabilize: Option<Instant>,
     pub(super) next_finger: Option<Instant>,
@@ -186,7 +192,9 @@ impl OverlayNode {
             candidates_seen: BTreeMap::new(),
             store,
             pending: BTreeMap::new(),
+            pending_deadlines: BTreeSet::new(),
             answered: BTreeMap::new(),
+            answered_order: VecDeque::new(),
             reassembler,
             next_stabilize: None,
             next_finger: None,
@@ -321,7 +329,7 @@ impl OverlayNode {
             // §10.5 gives no timer; without one a lost Update strands us.
             self.restart_join(now, None);
         }
-        self.answered.retain(|_, (until, _)| *until > now);
+        self.expire_answers(now);
         self.reassembler.handle_timeout(now);
         let wall = self.wall_ms(now);
         self.store.expire(wall);
@@ -355,12 +363,12 @@ impl OverlayNode {
                 best = Some((t, r));
             }
         };
-        offer(self.pending.values().map(|p| p.deadline).min(), TimerReason::Retransmit);
+        offer(self.pending_deadlines.first().map(|(t, _)| *t), TimerReason::Retransmit);
         offer(self.next_stabilize, TimerReason::Stabilize);
         offer(self.join_deadline.filter(|_| matches!(self.phase, Phase::Joining { .. })), TimerReason::Retransmit);
         offer(self.next_finger, TimerReason::FingerRefresh);
         offer(self.replicate_at, TimerReason::Replication);
-        offer(self.answered.values().map(|(t, _)| *t).min(), TimerReason::Expiry);
+        offer(self.answered_order.front().map(|(t, _)| *t), TimerReason::Expiry);
         offer(self.reassembler.poll_timeout(), TimerReason::Expiry);
         offer(self.store.next_expiry().map(|w| self.instant_at(w)), TimerReason::Expiry);
         best
@@ -626,7 +634,7 @@ impl OverlayNode {
         let txid = self.fresh_txid();
         let bytes = self.encode(txid, destination, Vec::new(), body, extra_certs, as_user)?;
         let deadline = now + self.config.reliability_timer;
-        self.pending.insert(txid, Pending { bytes: bytes.clone(), retransmits: 0, deadline, purpose });
+        self.pending_insert(txid, Pending { bytes: bytes.clone(), retransmits: 0, deadline, purpose });
         self.process(now, None, bytes);
         Ok(txid)
     }
@@ -646,7 +654,9 @@ impl OverlayNode {
         let destination: Vec<Destination> = request.via_list.iter().rev().cloned().collect();
         match self.encode(request.transaction_id, destination, Vec::new(), body, extra_certs, None) {
             Ok(bytes) => {
-                self.answered.insert(request.transaction_id, (now + ANSWER_CACHE, bytes.clone()));
+                let until = now + ANSWER_CACHE;
+                self.answered.insert(request.transaction_id, (until, bytes.clone()));
+                self.answered_order.push_back((until, request.transaction_id));
                 self.process(now, None, bytes);
             }
             Err(e) => debug!(node = %self.id, error = ?e, "could not encode a response"),
@@ -886,7 +896,7 @@ impl OverlayNode {
         security: SecurityBlock,
         signer: Signer,
     ) {
-        let Some(pending) = self.pending.remove(&header.transaction_id) else {
+        let Some(pending) = self.pending_remove(header.transaction_id) else {
             return;
         };
         // Hops the answer travelled, i.e. the path length (symmetric routing).
@@ -905,10 +915,39 @@ impl OverlayNode {
         self.on_answer(now, pending.purpose, body, security, signer, hops, route);
     }
 
+    fn pending_insert(&mut self, txid: u64, p: Pending) {
+        if let Some(old) = self.pending.remove(&txid) {
+            self.pending_deadlines.remove(&(old.deadline, txid));
+        }
+        self.pending_deadlines.insert((p.deadline, txid));
+        self.pending.insert(txid, p);
+    }
+
+    fn pending_remove(&mut self, txid: u64) -> Option<Pending> {
+        let p = self.pending.remove(&txid)?;
+        self.pending_deadlines.remove(&(p.deadline, txid));
+        Some(p)
+    }
+
+    /// Drops cached answers whose window has closed (§6.2.1), oldest first.
+    fn expire_answers(&mut self, now: Instant) {
+        while let Some(&(until, txid)) = self.answered_order.front() {
+            if until > now {
+                break;
+            }
+            self.answered_order.pop_front();
+            // A transaction answered again later has a newer entry: keep it.
+            if self.answered.get(&txid).is_some_and(|(t, _)| *t <= now) {
+                self.answered.remove(&txid);
+            }
+        }
+    }
+
     fn retransmit_due(&mut self, now: Instant) {
-        let due: Vec<u64> = self.pending.iter().filter(|(_, p)| p.deadline <= now).map(|(k, _)| *k).collect();
+        let due: Vec<u64> =
+            self.pending_deadlines.iter().take_while(|(t, _)| *t <= now).map(|(_, txid)| *txid).collect();
         for txid in due {
-            let Some(mut p) = self.pending.remove(&txid) else { continue };
+            let Some(mut p) = self.pending_remove(txid) else { continue };
             if p.retransmits >= self.config.max_retransmits {
                 self.counters.transactions_failed += 1;
                 self.on_failure(now, p.purpose, Failure::Timeout);
@@ -918,7 +957,7 @@ impl OverlayNode {
             self.counters.retransmissions += 1;
             p.deadline = now + self.config.reliability_timer;
             let bytes = p.bytes.clone();
-            self.pending.insert(txid, p);
+            self.pending_insert(txid, p);
             self.process(now, None, bytes);
         }
     }

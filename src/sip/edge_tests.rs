@@ -840,16 +840,16 @@ fn a_looped_request_is_refused_with_482() {
 
 #[test]
 fn transaction_cap_gives_503_with_retry_after() {
-    let mut net = Net::new();
-    let mut cfg = EdgeConfig::new(net.ids[0], DOMAIN, ("198.51.100.1".into(), 5060), [7; 32]);
-    cfg.transactions.max_transactions = 1;
-    net.edges[0] = SipEdge::new(cfg).unwrap();
-    net.edges[0].set_users(vec![account("alice", "wonderland")]);
-    // The first REGISTER's UDP server transaction lingers (Timer J) …
-    net.local(0, alice(), &baresip_register("alice", 1, 3600, None));
-    net.got(alice(), "401");
-    // … so the next request is refused statelessly.
-    let other = String::from_utf8(baresip_register("alice", 2, 3600, None)).unwrap();
+    let mut net = Net::with(|c| c.transactions.max_transactions = 2);
+    // Answered REGISTERs linger for Timer J but do not count toward the cap …
+    assert_eq!(login(&mut net, 0, alice(), "alice", "wonderland", false).status(), Some(StatusCode::OK));
+    assert_eq!(login(&mut net, 1, bob(), "bob", "builder", true).status(), Some(StatusCode::OK));
+    // … while a call still in progress does: its server transaction and
+    // the client transaction toward node B (which stays silent).
+    net.cut = true;
+    call(&mut net, "bob");
+    net.got(alice(), "100");
+    let other = String::from_utf8(baresip_register("alice", 9, 3600, None)).unwrap();
     net.local(0, alice(), other.as_bytes());
     let busy = net.got(alice(), "503");
     assert_eq!(busy.header("Retry-After"), Some("5"));

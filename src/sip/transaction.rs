@@ -10,8 +10,15 @@
 //! [`TransactionLayer::poll_timeout`] says when to call
 //! [`TransactionLayer::handle_timeout`].
 //!
-//! Capacity policy: at most [`TransactionConfig::max_transactions`] live
-//! transactions (client + server). A new request beyond that is answered
+//! Capacity policy: at most [`TransactionConfig::max_transactions`] working
+//! transactions (client + server). Transactions that only linger to absorb
+//! retransmissions (non-INVITE Completed, INVITE Completed/Confirmed/Accepted:
+//! Timers J, K, D, I, L, M) do not count: a registrar answering 1,000
+//! REGISTERs a second would otherwise hold 64,000 of them for Timer J's 32 s
+//! and refuse everyone. They are bounded separately by
+//! [`TransactionConfig::max_lingering`]: beyond it the oldest ends early (a
+//! late retransmission of its request is then handled as a new request).
+//! A new request beyond the working cap is answered
 //! statelessly with 503 Service Unavailable and a Retry-After
 //! ([`RequestDisposition::Overloaded`]); ACKs are never refused (they create
 //! no transaction), and a CANCEL for a live INVITE is admitted since it ends
@@ -88,6 +95,8 @@ pub struct TransactionConfig {
     pub max_transactions: usize,
     /// Retry-After seconds in the overload 503.
     pub retry_after_secs: u32,
+    /// Lingering transactions kept before the oldest is ended early.
+    pub max_lingering: usize,
 }
 
 impl Default for TransactionConfig {
@@ -100,6 +109,7 @@ impl Default for TransactionConfig {
             auto_trying: Some(Duration::from_millis(200)),
             max_transactions: 10_000,
             retry_after_secs: 5,
+            max_lingering: 50_000,
         }
     }
 }
@@ -235,6 +245,9 @@ pub struct TransactionLayer {
     server_keys: BTreeMap<ServerKey, ServerTxId>,
     /// (deadline, transaction): each live transaction's earliest timer.
     timers: BTreeSet<(Instant, TxId)>,
+    /// Transactions past their final response, only absorbing
+    /// retransmissions, keyed by creation order (oldest first).
+    lingering: BTreeMap<u64, TxId>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<TxEvent>,
 }
@@ -340,6 +353,7 @@ impl TransactionLayer {
             client_keys: BTreeMap::new(),
             server_keys: BTreeMap::new(),
             timers: BTreeSet::new(),
+            lingering: BTreeMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -348,6 +362,42 @@ impl TransactionLayer {
     /// Live transactions.
     pub fn len(&self) -> usize {
         self.clients.len() + self.servers.len()
+    }
+
+    /// Live transactions still doing work (what the cap counts).
+    pub fn working(&self) -> usize {
+        self.len().saturating_sub(self.lingering.len())
+    }
+
+    /// Live transactions that only absorb retransmissions.
+    pub fn lingering(&self) -> usize {
+        self.lingering.len()
+    }
+
+    /// Records that `id` now only lingers (its states never go back), and
+    /// ends the oldest lingering transactions beyond the bound.
+    fn note_lingering(&mut self, id: TxId) {
+        let (n, lingers) = match id {
+            TxId::Client(c) => (
+                c.0,
+                self.clients.get(&c).is_some_and(|t| matches!(t.state, ClientState::Completed | ClientState::Accepted)),
+            ),
+            TxId::Server(sv) => (
+                sv.0,
+                self.servers.get(&sv).is_some_and(|t| {
+                    matches!(t.state, ServerState::Completed | ServerState::Confirmed | ServerState::Accepted)
+                }),
+            ),
+        };
+        if !lingers {
+            return;
+        }
+        self.lingering.insert(n, id);
+        while self.lingering.len() > self.config.max_lingering {
+            let Some((_, oldest)) = self.lingering.pop_first() else { break };
+            tracing::debug!(tx = ?oldest, "lingering transaction ended early (bound reached)");
+            self.terminate(oldest);
+        }
     }
 
     /// No live transactions.
@@ -404,7 +454,7 @@ impl TransactionLayer {
             Method::Cancel => self.server_keys.get(&key.with_method(Method::Invite)).copied(),
             _ => None,
         };
-        if self.len() >= self.config.max_transactions && target.is_none() {
+        if self.working() >= self.config.max_transactions && target.is_none() {
             self.reject_overload(req, via, from);
             return RequestDisposition::Overloaded;
         }
@@ -450,6 +500,7 @@ impl TransactionLayer {
                 } else {
                     tx.end_at = Some(now + self.config.t4);
                     self.reschedule(TxId::Server(id));
+                    self.note_lingering(TxId::Server(id));
                 }
                 RequestDisposition::AckAbsorbed
             }
@@ -511,6 +562,7 @@ impl TransactionLayer {
             self.terminate(TxId::Server(tx));
         } else {
             self.reschedule(TxId::Server(tx));
+            self.note_lingering(TxId::Server(tx));
         }
         Ok(())
     }
@@ -535,7 +587,7 @@ impl TransactionLayer {
         if method == Method::Ack {
             return Err(TxError::AckIsNotATransaction);
         }
-        if self.len() >= self.config.max_transactions {
+        if self.working() >= self.config.max_transactions {
             return Err(TxError::Overloaded);
         }
         self.start_client(now, req, to, ClientState::Calling, None)
@@ -690,6 +742,7 @@ impl TransactionLayer {
             self.terminate(TxId::Client(id));
         } else {
             self.reschedule(TxId::Client(id));
+            self.note_lingering(TxId::Client(id));
         }
         disposition
     }
@@ -881,6 +934,11 @@ impl TransactionLayer {
                 tx.scheduled
             }
         };
+        let n = match id {
+            TxId::Client(c) => c.0,
+            TxId::Server(sv) => sv.0,
+        };
+        self.lingering.remove(&n);
         if let Some(at) = scheduled {
             self.timers.remove(&(at, id));
         }
@@ -1324,6 +1382,45 @@ mod tests {
         assert_eq!(parsed(&sent[0]).method(), Some(&Method::Ack));
         assert_eq!(events(&mut l), vec![TxEvent::Terminated(TxId::Client(cancel))]);
         assert!(matches!(l.cancel_request(t0, inv), Err(TxError::InvalidState(_))));
+    }
+
+    #[test]
+    fn lingering_transactions_do_not_count_and_are_bounded() {
+        let config = TransactionConfig { max_transactions: 2, max_lingering: 3, ..TransactionConfig::default() };
+        let (mut l, t0) = (TransactionLayer::new(config), Instant::now());
+        let mut answered = Vec::new();
+        // Five REGISTERs over UDP, each answered at once: every one enters
+        // Completed (Timer J, 32 s), yet the working cap of 2 is never hit.
+        for i in 0..5 {
+            let r = request("REGISTER", &format!("z9hG4bKling{i}"), "UDP", "");
+            let RequestDisposition::New(tx) = l.handle_request(t0, &r, udp(5060)) else {
+                panic!("request {i} refused with {} working, {} lingering", l.working(), l.lingering())
+            };
+            l.respond(t0, tx, reply(&r, 200)).unwrap();
+            answered.push((r, tx));
+        }
+        transmits(&mut l);
+        assert_eq!(l.working(), 0);
+        // At most 3 linger: the two oldest ended early, the newest remain.
+        assert_eq!((l.lingering(), l.len()), (3, 3));
+        let ended: Vec<TxEvent> = events(&mut l);
+        assert!(ended.contains(&TxEvent::Terminated(TxId::Server(answered[0].1))), "{ended:?}");
+        assert!(ended.contains(&TxEvent::Terminated(TxId::Server(answered[1].1))), "{ended:?}");
+        // A retransmission of a lingering one is still absorbed with its answer.
+        let (r4, _) = &answered[4];
+        assert_eq!(l.handle_request(t0, r4, udp(5060)), RequestDisposition::Retransmission);
+        assert_eq!(parsed(&transmits(&mut l)[0]).status(), Some(StatusCode::OK));
+        // One ended early is a new request again.
+        let (r0, _) = &answered[0];
+        assert!(matches!(l.handle_request(t0, r0, udp(5060)), RequestDisposition::New(_)));
+        // Working transactions still hit the cap.
+        let inv = invite("z9hG4bKling-inv");
+        assert!(matches!(l.handle_request(t0, &inv, udp(5060)), RequestDisposition::New(_)));
+        let o = request("OPTIONS", "z9hG4bKling-opt", "UDP", "");
+        assert_eq!(l.handle_request(t0, &o, udp(5060)), RequestDisposition::Overloaded);
+        // Timer J ends the rest; nothing lingers afterwards.
+        l.handle_timeout(t0 + Duration::from_secs(33));
+        assert_eq!(l.lingering(), 0);
     }
 
     #[test]
