@@ -125,6 +125,14 @@ pub struct SipSettings {
     /// carrying an algorithm they do not know).
     #[serde(default)]
     pub md5_only: bool,
+    /// Seconds a fetched AOR's serving nodes are reused before the overlay
+    /// is asked again (forgotten at the first failure); 0 disables.
+    #[serde(default = "default_location_cache_s")]
+    pub location_cache_s: u32,
+}
+
+fn default_location_cache_s() -> u32 {
+    5
 }
 
 /// Why the settings could not be read.
@@ -175,6 +183,7 @@ impl Default for SipSettings {
             realm: None,
             md5_first: false,
             md5_only: false,
+            location_cache_s: default_location_cache_s(),
         }
     }
 }
@@ -285,6 +294,9 @@ pub fn example_toml() -> String {
 # domain = "example.org"
 # Digest authentication realm; by default the domain.
 # realm = "example.org"
+# Seconds a callee's serving nodes, once fetched, are reused without a new
+# overlay Fetch (forgotten at the first failure there); 0 disables.
+# location_cache_s = {location_cache_s}
 "#,
         listen = d.listen,
         client = d.client,
@@ -294,6 +306,7 @@ pub fn example_toml() -> String {
         udp = addr(s.udp),
         tcp = addr(s.tcp),
         tls = addr(s.tls),
+        location_cache_s = s.location_cache_s,
     )
 }
 
@@ -345,6 +358,7 @@ mod tests {
         assert_eq!(s, LocalSettings::default());
         assert_eq!(s.listen, "0.0.0.0:6084".parse().unwrap());
         assert_eq!(s.sip.udp, Some("0.0.0.0:5060".parse().unwrap()));
+        assert_eq!(s.sip.location_cache_s, 5);
         assert_eq!(s.sip.tcp, Some("0.0.0.0:5060".parse().unwrap()));
         assert_eq!(s.sip.tls, Some("0.0.0.0:5061".parse().unwrap()));
         assert_eq!((s.sip.tls_cert.as_deref(), s.sip.tls_key.as_deref()), (None, None));
@@ -355,7 +369,7 @@ mod tests {
     fn values_and_off_are_read() {
         let s = LocalSettings::from_toml_str(
             "listen = \"[::]:7000\"\nadvertise = \"198.51.100.4:7000\"\nclient = true\nlink = \"DTLS-UDP-SR-NO-ICE\"\n\
-             [sip]\nudp = \"off\"\ntcp = \"127.0.0.1:5070\"\ndomain = \"example.org\"\n",
+             [sip]\nudp = \"off\"\ntcp = \"127.0.0.1:5070\"\ndomain = \"example.org\"\nlocation_cache_s = 0\n",
         )
         .unwrap();
         assert_eq!(s.listen, "[::]:7000".parse().unwrap());
@@ -364,6 +378,7 @@ mod tests {
         assert_eq!(s.sip.udp, None);
         assert_eq!(s.sip.tcp, Some("127.0.0.1:5070".parse().unwrap()));
         assert_eq!(s.sip.domain.as_deref(), Some("example.org"));
+        assert_eq!(s.sip.location_cache_s, 0);
         assert_eq!(LocalSettings::from_toml_str(&s.to_toml().unwrap()).unwrap(), s);
     }
 

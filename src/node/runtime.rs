@@ -394,10 +394,14 @@ impl Node {
                 Some(link) = self.accepted_rx.recv() => {
                     self.on_link(link, false, None);
                 }
+                // Overlay input before new SIP input: answers to our Stores
+                // and Fetches finish work already accepted, so under load the
+                // phones' new requests wait (and UDP ones are retransmitted)
+                // rather than accepted ones timing out.
+                Some((peer, id, ev)) = self.inbound_rx.recv() => self.on_inbound(peer, id, ev),
                 Some(input) = self.sip_rx.recv() => self.on_sip_input(input),
                 _ = persist.tick() => self.persist(false),
                 _ = clock.tick() => self.on_clock(),
-                Some((peer, id, ev)) = self.inbound_rx.recv() => self.on_inbound(peer, id, ev),
             }
         }
         self.pump();

@@ -116,6 +116,7 @@ impl Node {
         ec.advertise_tls_port = tls_local.map(|l| advertised(l, self.advertise).port());
         ec.md5_first = cfg.md5_first;
         ec.md5_only = cfg.md5_only;
+        ec.location_cache = std::time::Duration::from_secs(u64::from(cfg.location_cache_s));
         if let Some(r) = &cfg.realm {
             ec.realm = r.clone();
         }

@@ -44,6 +44,9 @@ use crate::node::db::SipUser;
 use crate::wire::NodeId;
 use crate::wire::kinds::SipRegistration;
 
+/// AORs whose serving nodes the edge remembers at most.
+const LOCATION_CACHE_ENTRIES: usize = 100_000;
+
 /// Configuration of one node's SIP edge.
 #[derive(Debug, Clone)]
 pub struct EdgeConfig {
@@ -78,6 +81,9 @@ pub struct EdgeConfig {
     /// Offer only the MD5 challenge: for clients (baresip 1.0) that give up
     /// on a 401 carrying any algorithm they do not know.
     pub md5_only: bool,
+    /// How long a fetched AOR's serving nodes are reused without a new
+    /// overlay Fetch (forgotten at the first failure there); zero disables.
+    pub location_cache: Duration,
 }
 
 impl EdgeConfig {
@@ -98,6 +104,7 @@ impl EdgeConfig {
             overlay_timeout: Duration::from_secs(20),
             md5_first: false,
             md5_only: false,
+            location_cache: Duration::from_secs(5),
         }
     }
 }
@@ -246,6 +253,7 @@ pub struct SipEdge {
     pub(super) learned: BTreeMap<String, Learned>,
     pub(super) out: VecDeque<EdgeOutput>,
     pub(super) counters: EdgeCounters,
+    pub(super) locations: super::location_cache::LocationCache,
     next_id: u64,
 }
 
@@ -276,6 +284,7 @@ impl SipEdge {
             learned: BTreeMap::new(),
             out: VecDeque::new(),
             counters: EdgeCounters::default(),
+            locations: super::location_cache::LocationCache::new(cfg.location_cache, LOCATION_CACHE_ENTRIES),
             next_id: 0,
             cfg,
         })

@@ -104,6 +104,8 @@ struct Net {
     /// Node-to-node messages not delivered (to play an unreachable node).
     cut: bool,
     held: Vec<(usize, NodeId, Vec<u8>)>,
+    /// Overlay Fetches the edges asked for.
+    fetches: usize,
     now: Instant,
     wall: u64,
     inbox: Vec<(usize, TransportAddr, SipMessage)>,
@@ -137,6 +139,7 @@ impl Net {
             fail_stores: false,
             cut: false,
             held: Vec::new(),
+            fetches: 0,
             now: start,
             wall: 1_700_000_000_000,
             inbox: Vec::new(),
@@ -194,6 +197,7 @@ impl Net {
                 self.edges[i].handle_overlay(now, wall, op, OverlayResult::Stored);
             }
             EdgeOutput::FetchRegistration { op, aor } => {
+                self.fetches += 1;
                 let entries = self
                     .overlay
                     .get(&aor)
@@ -894,4 +898,59 @@ fn challenge_order_and_md5_only() {
     assert_eq!(algs(&mut Net::new()), ["SHA-256", "MD5"]);
     assert_eq!(algs(&mut Net::with(|c| c.md5_first = true)), ["MD5", "SHA-256"]);
     assert_eq!(algs(&mut Net::with(|c| c.md5_only = true)), ["MD5"]);
+}
+
+#[test]
+fn repeated_requests_reuse_the_fetched_location_until_it_fails() {
+    let mut net = Net::with(|c| c.location_cache = Duration::from_secs(600));
+    assert_eq!(login(&mut net, 0, alice(), "alice", "wonderland", false).status(), Some(StatusCode::OK));
+    assert_eq!(login(&mut net, 1, bob(), "bob", "builder", true).status(), Some(StatusCode::OK));
+    // Alice sends Bob a MESSAGE (407, then with credentials); returns what
+    // Alice finally got when Bob's phone answers 200 if reached.
+    let send = |net: &mut Net, n: u32| -> SipMessage {
+        let m = |cseq: u32, auth: Option<&str>| {
+            let auth = auth.map(|a| format!("Proxy-Authorization: {a}\n")).unwrap_or_default();
+            msg(
+                &format!(
+                    "
+MESSAGE sip:bob@{DOMAIN} SIP/2.0
+Via: SIP/2.0/UDP 192.168.1.20:5060;branch=z9hG4bKcache{cseq};rport
+Max-Forwards: 70
+To: <sip:bob@{DOMAIN}>
+From: <sip:alice@{DOMAIN}>;tag=cache
+Call-ID: cache-{n}
+CSeq: {cseq} MESSAGE
+Content-Type: text/plain
+{auth}"
+                ),
+                "hi",
+            )
+        };
+        net.local(0, alice(), &m(2 * n, None));
+        let ch = net.got(alice(), "407");
+        let auth = answer(&ch, "MESSAGE", "sip:bob@chordphone.test", "alice", "wonderland", DigestAlgorithm::Md5);
+        net.local(0, alice(), &m(2 * n + 1, Some(&auth)));
+        if let Some(at_bob) = net.take(bob()).into_iter().find(|m| m.method() == Some(&Method::Message)) {
+            net.local(1, bob(), &reply(&at_bob, 200, "rx", None, ""));
+        } else {
+            net.advance(Duration::from_secs(40));
+        }
+        let all = net.take(alice());
+        all.into_iter().rfind(|m| m.status().is_some_and(|s| s.as_u16() >= 200)).expect("a final answer")
+    };
+    assert_eq!(send(&mut net, 1).status(), Some(StatusCode::OK));
+    assert_eq!(net.fetches, 1);
+    // Again: node B is known from the first Fetch, no overlay round trip.
+    assert_eq!(send(&mut net, 2).status(), Some(StatusCode::OK));
+    assert_eq!(net.fetches, 1, "served from the location cache");
+    // B stops answering: the request fails (the cached location was used)…
+    net.cut = true;
+    let failed = send(&mut net, 3);
+    assert!(failed.status().is_some_and(|s| s.as_u16() >= 400), "{failed:?}");
+    assert_eq!(net.fetches, 1);
+    // … and is forgotten: the next request looks Bob up again.
+    net.cut = false;
+    net.held.clear();
+    assert_eq!(send(&mut net, 4).status(), Some(StatusCode::OK));
+    assert_eq!(net.fetches, 2, "looked up again after the failure");
 }

@@ -4,6 +4,7 @@
 pub mod digest;
 pub mod edge;
 pub mod framing;
+pub mod location_cache;
 pub mod message;
 pub mod proxy;
 pub mod registrar;

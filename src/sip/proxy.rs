@@ -70,6 +70,9 @@ pub(super) struct ProxyTx {
     cancelled: bool,
     server_gone: bool,
     timer_c: Option<Instant>,
+    /// The AOR whose overlay lookup chose the node branches: a failure
+    /// there drops it from the location cache.
+    looked_up: Option<String>,
     span: Span,
 }
 
@@ -115,6 +118,13 @@ impl SipEdge {
         span: Span,
     ) {
         let pid = self.new_proxy(id, req, src, hash, true, true, span);
+        if let Some(p) = self.proxies.get_mut(&pid) {
+            p.looked_up = Some(aor.clone());
+        }
+        if let Some(nodes) = self.locations.get(now, &aor).map(<[NodeId]>::to_vec) {
+            debug!(%aor, nodes = nodes.len(), "serving nodes known from a recent fetch");
+            return self.fork_to_nodes(now, pid, nodes);
+        }
         let op = self.fresh_op();
         if let Some(p) = self.proxies.get_mut(&pid) {
             p.fetch = Some(op);
@@ -152,6 +162,7 @@ impl SipEdge {
             cancelled: false,
             server_gone: false,
             timer_c: None,
+            looked_up: None,
             span,
         };
         self.proxies.insert(pid, p);
@@ -210,11 +221,32 @@ impl SipEdge {
             };
             return self.generate_final(now, pid, code, reason);
         }
+        if let Some(aor) = self.proxies.get(&pid).and_then(|p| p.looked_up.clone()) {
+            self.locations.put(now, &aor, nodes.clone());
+        }
+        self.fork_to_nodes(now, pid, nodes);
+    }
+
+    fn fork_to_nodes(&mut self, now: Instant, pid: u64, nodes: Vec<NodeId>) {
         for n in nodes {
             self.fork(now, pid, Target::Node(n));
         }
         self.arm_timer_c(now, pid);
         self.check_complete(now, pid);
+    }
+
+    /// A node branch failed or the node says the AOR is not (or no longer)
+    /// there: the cached location is wrong, look it up again next time.
+    fn distrust_location(&mut self, pid: u64, bi: usize, code: StatusCode) {
+        let Some(p) = self.proxies.get(&pid) else { return };
+        let to_node = matches!(p.branches.get(bi), Some(Branch { target: Target::Node(_), .. }));
+        if to_node
+            && matches!(code.as_u16(), 404 | 408 | 480 | 500 | 503)
+            && let Some(aor) = p.looked_up.clone()
+        {
+            debug!(%aor, code = code.as_u16(), "forgetting the cached location");
+            self.locations.forget(&aor);
+        }
     }
 
     /// §16.6: one copy of the request to `target`, in a new client transaction.
@@ -345,6 +377,7 @@ impl SipEdge {
         }
         let failed = matches!(code.as_u16(), 408 | 503);
         branch.outcome = Some(Outcome { status: code, response: Some(resp), reason: None, failed });
+        self.distrust_location(pid, bi, code);
         if code.as_u16() >= 600 && invite {
             self.cancel_pending(now, pid);
         }
@@ -361,6 +394,7 @@ impl SipEdge {
         if b.outcome.is_none() {
             debug!(code = code.as_u16(), "branch failed");
             b.outcome = Some(Outcome { status: code, response: None, reason: reason.map(str::to_owned), failed: true });
+            self.distrust_location(pid, bi, StatusCode::SERVICE_UNAVAILABLE);
         }
         self.check_complete(now, pid);
     }
@@ -634,6 +668,7 @@ mod tests {
             cancelled: false,
             server_gone: false,
             timer_c: None,
+            looked_up: None,
             span: Span::none(),
         }
     }
