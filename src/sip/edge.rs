@@ -254,6 +254,9 @@ pub struct SipEdge {
     pub(super) out: VecDeque<EdgeOutput>,
     pub(super) counters: EdgeCounters,
     pub(super) locations: super::location_cache::LocationCache,
+    /// Keys the Record-Route token that lets in-dialog requests through
+    /// without a new challenge (derived from the nonce secret).
+    dialog_key: ring::hmac::Key,
     next_id: u64,
 }
 
@@ -272,6 +275,11 @@ impl SipEdge {
             host,
             tl: TransactionLayer::new(cfg.transactions.clone()),
             nonces: NonceKeeper::new(cfg.nonce_secret),
+            dialog_key: {
+                let base = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &cfg.nonce_secret);
+                let derived = ring::hmac::sign(&base, b"chordphone record-route token");
+                ring::hmac::Key::new(ring::hmac::HMAC_SHA256, derived.as_ref())
+            },
             reg: Registrar::default(),
             proxies: BTreeMap::new(),
             by_server: BTreeMap::new(),
@@ -487,19 +495,21 @@ impl SipEdge {
         if self.is_loop(&req, &hash) {
             return self.reply(now, id, &req, StatusCode::LOOP_DETECTED, None, &[]);
         }
+        let in_dialog = req.to().tag().is_some();
+        let vouched = in_dialog && matches!(src, Source::Local(_)) && self.dialog_vouched(&req);
         let next = match self.resolve(now, &mut req, src) {
             Ok(n) => n,
             Err(r) => return self.reject(now, id, &req, r),
         };
-        let in_dialog = req.to().tag().is_some();
         if let Source::Local(from) = src {
             // §22.3: out-of-dialog requests and anything aimed at an AOR
             // must come from an authenticated user in From. In-dialog
-            // requests follow our Record-Route and are not challenged.
+            // requests that carry our Record-Route token are not
+            // challenged again; other in-dialog requests are.
             let needs_auth = match &next {
                 Next::Us => false,
                 Next::Aor(_) => true,
-                Next::Contact(_) | Next::Node(_) => !in_dialog,
+                Next::Contact(_) | Next::Node(_) => !vouched,
             };
             if needs_auth && let Err(r) = self.proxy_auth(wall_ms, &mut req) {
                 return self.reject(now, id, &req, r);
@@ -785,13 +795,46 @@ impl SipEdge {
 
     /// `<sip:NODEID@host:port;transport=…;lr>`: names this node for loose
     /// routing (the user part) and for phones (host and port).
-    pub(super) fn record_route(&self, t: Transport) -> String {
+    /// Our Record-Route facing transport `t` for a dialog with `call_id`.
+    /// Its `cpt` parameter is an HMAC of the Call-ID: a phone's in-dialog
+    /// request that carries it back in its Route set was routed through a
+    /// dialog we authorised, so it is not challenged again (§22.3 allows
+    /// challenging any request; this spares phones a 407 per BYE).
+    pub(super) fn record_route(&self, t: Transport, call_id: &str) -> String {
         let name = match t {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
             Transport::Tls => "tls",
         };
-        format!("<sip:{}@{}:{};transport={name};lr>", self.cfg.node_id.to_hex(), self.host, self.port_for(t))
+        format!(
+            "<sip:{}@{}:{};transport={name};cpt={};lr>",
+            self.cfg.node_id.to_hex(),
+            self.host,
+            self.port_for(t),
+            self.dialog_token(call_id)
+        )
+    }
+
+    fn dialog_token(&self, call_id: &str) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(ring::hmac::sign(&self.dialog_key, call_id.as_bytes()))
+    }
+
+    /// Whether `req` names us (in a Route, or in the Request-URI after a
+    /// strict router) with the token of our Record-Route for its Call-ID.
+    fn dialog_vouched(&self, req: &SipMessage) -> bool {
+        use base64::Engine as _;
+        let mut uris: Vec<SipUri> =
+            req.routes().unwrap_or_default().into_iter().filter_map(|r| r.uri.as_sip().cloned()).collect();
+        if let Some(Uri::Sip(u)) = req.request_uri() {
+            uris.push(u.clone());
+        }
+        uris.iter().filter(|u| self.names_us_by_id(u)).any(|u| {
+            u.params
+                .value("cpt")
+                .and_then(|t| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(t).ok())
+                .is_some_and(|tag| ring::hmac::verify(&self.dialog_key, req.call_id().as_bytes(), &tag).is_ok())
+        })
     }
 
     /// §16.6 step 8 with §16.3 step 4 in mind: a hash of everything that

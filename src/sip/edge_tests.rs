@@ -528,9 +528,10 @@ fn call_across_nodes_with_record_route_ack_and_bye() {
     let rr: Vec<String> = inv.header_list("Record-Route").map(str::to_owned).collect();
     assert_eq!(rr.len(), 2, "{rr:?}");
     assert_eq!(user_of_route(&rr[0]), net.ids[1].to_hex());
-    assert!(rr[0].contains("198.51.100.2:5070;transport=tcp;lr"), "B faces Bob over TCP: {}", rr[0]);
+    assert!(rr[0].contains("198.51.100.2:5070;transport=tcp;cpt="), "B faces Bob over TCP: {}", rr[0]);
+    assert!(rr[0].ends_with(";lr>"), "{}", rr[0]);
     assert_eq!(user_of_route(&rr[1]), net.ids[0].to_hex());
-    assert!(rr[1].contains("198.51.100.1:5060;transport=udp;lr"), "A faces Alice over UDP: {}", rr[1]);
+    assert!(rr[1].contains("198.51.100.1:5060;transport=udp;cpt="), "A faces Alice over UDP: {}", rr[1]);
     assert_eq!(inv.vias().len(), 3);
     assert_eq!(inv.max_forwards(), Some(68));
     assert_eq!(inv.header("Proxy-Authorization"), None, "our credentials are consumed");
@@ -596,6 +597,20 @@ User-Agent: Linphone-Desktop/5.2.4 (ubuntu) LinphoneSDK/5.3.14
         ),
         "",
     );
+    // The same BYE with the Record-Route tokens stripped (or with another
+    // dialog's) is not vouched for: B challenges it instead of forwarding.
+    let strip = |r: &str| {
+        let i = r.find(";cpt=").unwrap();
+        let j = i + 1 + r[i + 1..].find(';').unwrap();
+        format!("{}{}", &r[..i], &r[j..])
+    };
+    let text = String::from_utf8(bye.clone()).unwrap();
+    let forged = text.replace(&rr[0], &strip(&rr[0])).replace(&rr[1], &strip(&rr[1])).replace(".bye1", ".bye0");
+    net.local(1, bob(), forged.as_bytes());
+    assert_eq!(net.got(bob(), "407").cseq().method, Method::Bye);
+    let other_dialog = text.replace(&format!("Call-ID: {}", ok.call_id()), "Call-ID: other").replace(".bye1", ".bye2");
+    net.local(1, bob(), other_dialog.as_bytes());
+    assert_eq!(net.got(bob(), "407").cseq().method, Method::Bye);
     net.local(1, bob(), &bye);
     let got_bye = net.got(alice(), "BYE");
     assert_eq!(got_bye.request_uri().unwrap().to_string(), "sip:alice-0x55d3a1@192.168.1.20:5060;transport=udp");

@@ -293,7 +293,7 @@ impl SipEdge {
             m.set_request_uri(u.clone())?;
         }
         if p.record_route {
-            for rr in self.record_routes(p.source, target).iter().rev() {
+            for rr in self.record_routes(p.source, target, p.request.call_id()).iter().rev() {
                 m.prepend_header("Record-Route", rr)?;
             }
         }
@@ -308,7 +308,7 @@ impl SipEdge {
     /// Our Record-Route values, top first. Each phone uses the entry facing
     /// it, so a transport change gets two (RFC 5658 double
     /// Record-Route); the node side is reached by Node-ID, not address.
-    fn record_routes(&self, src: Source, target: &Target) -> Vec<String> {
+    fn record_routes(&self, src: Source, target: &Target, call_id: &str) -> Vec<String> {
         let incoming = match src {
             Source::Local(a) => Some(a.transport),
             Source::Node(_) => None,
@@ -318,9 +318,9 @@ impl SipEdge {
             Target::Node(_) => None,
         };
         match (incoming, outgoing) {
-            (Some(i), Some(o)) if i != o => vec![self.record_route(o), self.record_route(i)],
-            (Some(t), _) | (None, Some(t)) => vec![self.record_route(t)],
-            (None, None) => vec![self.record_route(Transport::Tcp)],
+            (Some(i), Some(o)) if i != o => vec![self.record_route(o, call_id), self.record_route(i, call_id)],
+            (Some(t), _) | (None, Some(t)) => vec![self.record_route(t, call_id)],
+            (None, None) => vec![self.record_route(Transport::Tcp, call_id)],
         }
     }
 
