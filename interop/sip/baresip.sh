@@ -36,15 +36,10 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 
 die() { echo "baresip.sh: $*" >&2; exit 1; }
 
-wait_for() { # TIMEOUT CMD...
-    local deadline=$((SECONDS + $1)); shift
-    until "$@" >/dev/null 2>&1; do
-        [ "$SECONDS" -lt "$deadline" ] || return 1
-        sleep 0.1
-    done
-}
-
-alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# shellcheck source=lib.sh
+. "$(cd "$(dirname "$0")" && pwd)/lib.sh"
+wait_for() { cp_wait_for "$@"; }
+alive() { cp_alive "$1"; }
 
 start() {
     local dir=$1 aor=$2 pw=$3 proxy=$4; shift 4
@@ -177,19 +172,7 @@ recorded() {
     echo "$f"
 }
 
-stop() {
-    local dir=$1 p pid i
-    for p in ctl baresip holder; do
-        [ -f "$dir/$p.pid" ] || continue
-        pid=$(cat "$dir/$p.pid")
-        if kill -0 "$pid" 2>/dev/null; then
-            kill -TERM "$pid" 2>/dev/null || true
-            for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-        rm -f "$dir/$p.pid"
-    done
-}
+stop() { cp_stop_pidfiles "$1" ctl baresip holder; }
 
 [ $# -ge 2 ] || { sed -n '2,35p' "$0"; exit 2; }
 op=$1; shift

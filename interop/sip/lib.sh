@@ -101,6 +101,30 @@ cp_cleanup() {
     return "$rc"
 }
 
+# cp_wait_for TIMEOUT_S COMMAND...: like cp_wait_until, silently.
+cp_wait_for() {
+    local deadline=$((SECONDS + $1)); shift
+    until "$@" >/dev/null 2>&1; do
+        [ "$SECONDS" -lt "$deadline" ] || return 1
+        sleep 0.1
+    done
+}
+
+# cp_alive PIDFILE: the process named in PIDFILE runs.
+cp_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# cp_stop_pidfiles DIR NAME...: stop (cp_stop_pid) the processes recorded in
+# DIR/NAME.pid, in order, and remove the pid files.
+cp_stop_pidfiles() {
+    local dir=$1 p
+    shift
+    for p in "$@"; do
+        [ -f "$dir/$p.pid" ] || continue
+        cp_stop_pid "$(cat "$dir/$p.pid")"
+        rm -f "$dir/$p.pid"
+    done
+}
+
 # cp_wait_until TIMEOUT_S DESCRIPTION COMMAND...: poll COMMAND every 0.1 s
 # until it succeeds; fail (return 1, with a message) at the deadline.
 cp_wait_until() {

@@ -33,15 +33,10 @@ set -euo pipefail
 
 die() { echo "linphone.sh: $*" >&2; exit 1; }
 
-wait_for() { # TIMEOUT CMD...
-    local deadline=$((SECONDS + $1)); shift
-    until "$@" >/dev/null 2>&1; do
-        [ "$SECONDS" -lt "$deadline" ] || return 1
-        sleep 0.1
-    done
-}
-
-alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# shellcheck source=lib.sh
+. "$(cd "$(dirname "$0")" && pwd)/lib.sh"
+wait_for() { cp_wait_for "$@"; }
+alive() { cp_alive "$1"; }
 
 codec_sections() { # ENABLED_MIME
     local i=0 spec mime rate ch
@@ -200,22 +195,13 @@ recorded() {
 }
 
 stop() {
-    local dir=$1 p pid i
+    local dir=$1 pid i
     if alive "$dir/linphonec.pid"; then
         printf 'quit\n' >"$dir/stdin.fifo" 2>/dev/null || true
         pid=$(cat "$dir/linphonec.pid")
         for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     fi
-    for p in linphonec holder; do
-        [ -f "$dir/$p.pid" ] || continue
-        pid=$(cat "$dir/$p.pid")
-        if kill -0 "$pid" 2>/dev/null; then
-            kill -TERM "$pid" 2>/dev/null || true
-            for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-        rm -f "$dir/$p.pid"
-    done
+    cp_stop_pidfiles "$dir" linphonec holder
 }
 
 [ $# -ge 1 ] || { sed -n '2,33p' "$0"; exit 2; }

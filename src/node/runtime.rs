@@ -264,10 +264,8 @@ impl Node {
             if advertise.is_none() {
                 if local.ip().is_unspecified() {
                     warn!(%local, "listening on a wildcard address without `advertise` in node.toml: peers are told 127.0.0.1");
-                    advertise = Some(SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), local.port()));
-                } else {
-                    advertise = Some(local);
                 }
+                advertise = Some(sip_glue::advertised(local, None));
             }
             let rejected = Arc::clone(&listener_rejected);
             tokio::spawn(async move {

@@ -49,7 +49,10 @@ pub(super) struct SipState {
     pub listening: Vec<String>,
 }
 
-fn advertised(addr: SocketAddr, fallback: Option<SocketAddr>) -> SocketAddr {
+/// The address others should use for a socket bound to `addr`: itself, or
+/// for a wildcard bind the IP of `fallback` (the configured `advertise`),
+/// else 127.0.0.1.
+pub(super) fn advertised(addr: SocketAddr, fallback: Option<SocketAddr>) -> SocketAddr {
     if addr.ip().is_unspecified() {
         let ip = fallback.map(|a| a.ip()).filter(|ip| !ip.is_unspecified());
         SocketAddr::new(ip.unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()), addr.port())

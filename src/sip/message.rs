@@ -876,9 +876,15 @@ pub fn header_name_eq(a: &str, b: &str) -> bool {
 /// Splits a list-valued header value at top-level commas — not inside
 /// quoted strings or `<…>` (§7.3.1). Empty elements are skipped.
 pub fn split_list(value: &str) -> impl Iterator<Item = &str> {
+    split_unquoted(value, ',', true).into_iter().map(str::trim).filter(|p| !p.is_empty())
+}
+
+/// Splits `s` at each `sep` outside double quotes (with `\` escapes) and,
+/// when `angle_brackets` is set, outside `<...>` too.
+fn split_unquoted(s: &str, sep: char, angle_brackets: bool) -> Vec<&str> {
     let mut parts = Vec::new();
     let (mut start, mut in_quotes, mut escaped, mut in_angle) = (0, false, false, false);
-    for (i, c) in value.char_indices() {
+    for (i, c) in s.char_indices() {
         if in_quotes {
             match c {
                 _ if escaped => escaped = false,
@@ -890,17 +896,17 @@ pub fn split_list(value: &str) -> impl Iterator<Item = &str> {
         }
         match c {
             '"' => in_quotes = true,
-            '<' => in_angle = true,
-            '>' => in_angle = false,
-            ',' if !in_angle => {
-                parts.push(value.get(start..i).unwrap_or_default());
-                start = i + 1;
+            '<' if angle_brackets => in_angle = true,
+            '>' if angle_brackets => in_angle = false,
+            _ if c == sep && !in_angle => {
+                parts.push(s.get(start..i).unwrap_or_default());
+                start = i + c.len_utf8();
             }
             _ => {}
         }
     }
-    parts.push(value.get(start..).unwrap_or_default());
-    parts.into_iter().map(str::trim).filter(|p| !p.is_empty())
+    parts.push(s.get(start..).unwrap_or_default());
+    parts
 }
 
 // ---------------------------------------------------------------------------
@@ -1460,25 +1466,7 @@ fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 
 /// Splits at `sep` outside double-quoted strings.
 fn split_outside_quotes(s: &str, sep: char) -> Vec<&str> {
-    let mut parts = Vec::new();
-    let (mut start, mut in_quotes, mut escaped) = (0, false, false);
-    for (i, c) in s.char_indices() {
-        if in_quotes {
-            match c {
-                _ if escaped => escaped = false,
-                '\\' => escaped = true,
-                '"' => in_quotes = false,
-                _ => {}
-            }
-        } else if c == '"' {
-            in_quotes = true;
-        } else if c == sep {
-            parts.push(s.get(start..i).unwrap_or_default());
-            start = i + c.len_utf8();
-        }
-    }
-    parts.push(s.get(start..).unwrap_or_default());
-    parts
+    split_unquoted(s, sep, false)
 }
 
 /// `s` starts just after an opening quote: returns the unescaped content and
