@@ -38,8 +38,6 @@ die() { echo "baresip.sh: $*" >&2; exit 1; }
 
 # shellcheck source=lib.sh
 . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
-wait_for() { cp_wait_for "$@"; }
-alive() { cp_alive "$1"; }
 
 start() {
     local dir=$1 aor=$2 pw=$3 proxy=$4; shift 4
@@ -60,14 +58,9 @@ start() {
     command -v baresip >/dev/null || die "baresip is not installed (apt-get install baresip)"
     mkdir -p "$dir/rec"
     dir=$(cd "$dir" && pwd)
-    if [ -z "$play" ]; then
-        play="$dir/silence.wav"
-        python3 -c 'import sys,wave
-w=wave.open(sys.argv[1],"wb"); w.setnchannels(1); w.setsampwidth(2); w.setframerate(8000)
-w.writeframes(b"\0\0"*8000*60); w.close()' "$play"
-    fi
-    [ -f "$play" ] || die "no such WAV: $play"
-    play=$(cd "$(dirname "$play")" && pwd)/$(basename "$play")
+    local wav
+    wav=$(cp_play_file "$dir" "$play") || die "no such WAV: $play"
+    play=$wav
     # aufile insists that the file's rate and channels equal the source's;
     # declaring the source format as the file's lets baresip resample
     # between the file and whatever codec is negotiated.
@@ -131,7 +124,7 @@ EOF
     python3 "$HERE/baresip_ctl.py" "$((base + 5))" --serve "$dir/ctl.fifo" "$dir/events.jsonl" \
         >"$dir/ctl.log" 2>&1 &
     echo $! >"$dir/ctl.pid"
-    if ! wait_for 15 grep -q '"ctl": "connected"' "$dir/events.jsonl"; then
+    if ! cp_wait_for 15 grep -q '"ctl": "connected"' "$dir/events.jsonl"; then
         tail -20 "$dir/baresip.log" >&2
         die "baresip did not come up (ctrl_tcp 127.0.0.1:$((base + 5)))"
     fi
@@ -139,7 +132,7 @@ EOF
 
 cmd() {
     local dir=$1; shift
-    alive "$dir/ctl.pid" || die "no control connection for $dir"
+    cp_alive "$dir/ctl.pid" || die "no control connection for $dir"
     printf '%s\n' "$*" >"$dir/ctl.fifo"
 }
 
@@ -149,19 +142,19 @@ has_events() { [ "$(count "$1" "$2")" -ge "$3" ]; }
 
 wait_event() {
     local dir=$1 ev=$2 n=${3:-1} t=${4:-20}
-    wait_for "$t" has_events "$dir" "$ev" "$n" || die "$dir: no $n x $ev within ${t}s"
+    cp_wait_for "$t" has_events "$dir" "$ev" "$n" || die "$dir: no $n x $ev within ${t}s"
 }
 
 log_matches() { tr '\r' '\n' <"$1/baresip.log" | grep -Eq -- "$2"; }
 
 wait_log() {
     local dir=$1 re=$2 t=${3:-20}
-    wait_for "$t" log_matches "$dir" "$re" || die "$dir: output never matched /$re/ within ${t}s"
+    cp_wait_for "$t" log_matches "$dir" "$re" || die "$dir: output never matched /$re/ within ${t}s"
 }
 
 wait_registered() {
     local dir=$1 t=${2:-20}
-    wait_for "$t" log_matches "$dir" '\{[0-9]+/(UDP|TCP|TLS)/v4\} 200 OK' ||
+    cp_wait_for "$t" log_matches "$dir" '\{[0-9]+/(UDP|TCP|TLS)/v4\} 200 OK' ||
         { tail -5 "$dir/baresip.log" >&2; die "$dir: not registered within ${t}s"; }
 }
 

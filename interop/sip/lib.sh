@@ -113,6 +113,21 @@ cp_wait_for() {
 # cp_alive PIDFILE: the process named in PIDFILE runs.
 cp_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
+# cp_play_file DIR [WAV]: the absolute path of WAV, a phone's sound source;
+# without WAV, DIR/silence.wav (60 s of 8 kHz silence, written here). Fails
+# when WAV does not exist.
+cp_play_file() {
+    local dir=$1 play=${2:-}
+    if [ -z "$play" ]; then
+        play="$dir/silence.wav"
+        python3 -c 'import sys,wave
+w=wave.open(sys.argv[1],"wb"); w.setnchannels(1); w.setsampwidth(2); w.setframerate(8000)
+w.writeframes(b"\0\0"*8000*60); w.close()' "$play"
+    fi
+    [ -f "$play" ] || return 1
+    echo "$(cd "$(dirname "$play")" && pwd)/$(basename "$play")"
+}
+
 # cp_stop_pidfiles DIR NAME...: stop (cp_stop_pid) the processes recorded in
 # DIR/NAME.pid, in order, and remove the pid files.
 cp_stop_pidfiles() {

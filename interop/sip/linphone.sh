@@ -35,8 +35,6 @@ die() { echo "linphone.sh: $*" >&2; exit 1; }
 
 # shellcheck source=lib.sh
 . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
-wait_for() { cp_wait_for "$@"; }
-alive() { cp_alive "$1"; }
 
 codec_sections() { # ENABLED_MIME
     local i=0 spec mime rate ch
@@ -68,14 +66,9 @@ start() {
     dir=$(cd "$dir" && pwd)
     [ -n "$record" ] || record="$dir/received.wav"
     case $record in /*) ;; *) record="$PWD/$record" ;; esac
-    if [ -z "$play" ]; then
-        play="$dir/silence.wav"
-        python3 -c 'import sys,wave
-w=wave.open(sys.argv[1],"wb"); w.setnchannels(1); w.setsampwidth(2); w.setframerate(8000)
-w.writeframes(b"\0\0"*8000*60); w.close()' "$play"
-    fi
-    [ -f "$play" ] || die "no such WAV: $play"
-    play=$(cd "$(dirname "$play")" && pwd)/$(basename "$play")
+    local wav
+    wav=$(cp_play_file "$dir" "$play") || die "no such WAV: $play"
+    play=$wav
     local mime user udp_port tcp_port
     case $codec in
         pcmu) mime=PCMU ;;
@@ -140,19 +133,19 @@ EOF
     HOME="$dir/home" linphonec "${args[@]}" <"$dir/stdin.fifo" >"$dir/linphonec.log" 2>&1 &
     echo $! >"$dir/linphonec.pid"
     echo "$record" >"$dir/record.path"
-    wait_for 15 grep -q 'linphonec>' "$dir/linphonec.log" ||
+    cp_wait_for 15 grep -q 'linphonec>' "$dir/linphonec.log" ||
         { tail -20 "$dir/linphonec.log" >&2; die "linphonec did not come up"; }
     # File mode: send PLAY, record what arrives into RECORD (linphonec "help soundcard").
     cmd "$dir" "soundcard use files"
     cmd "$dir" "play $play"
     cmd "$dir" "record $record"
-    wait_for 5 grep -q 'Using wav files instead of soundcard' "$dir/linphonec.log" ||
+    cp_wait_for 5 grep -q 'Using wav files instead of soundcard' "$dir/linphonec.log" ||
         die "linphonec did not switch to file mode"
 }
 
 cmd() {
     local dir=$1; shift
-    alive "$dir/linphonec.pid" || die "linphonec for $dir is not running"
+    cp_alive "$dir/linphonec.pid" || die "linphonec for $dir is not running"
     printf '%s\n' "$*" >"$dir/stdin.fifo"
 }
 
@@ -162,7 +155,7 @@ has_count() { [ "$(count "$1" "$2")" -ge "$3" ]; }
 
 wait_count() {
     local dir=$1 re=$2 n=$3 t=${4:-20}
-    wait_for "$t" has_count "$dir" "$re" "$n" || die "$dir: fewer than $n lines matching /$re/ within ${t}s"
+    cp_wait_for "$t" has_count "$dir" "$re" "$n" || die "$dir: fewer than $n lines matching /$re/ within ${t}s"
 }
 
 wait_log() { wait_count "$1" "$2" 1 "${3:-20}"; }
@@ -171,12 +164,12 @@ registered_now() {
     local before
     before=$(count "$1" 'registered, identity=')
     cmd "$1" "status register"
-    wait_for 1 has_count "$1" 'registered, identity=' $((before + 1))
+    cp_wait_for 1 has_count "$1" 'registered, identity=' $((before + 1))
 }
 
 wait_registered() {
     local dir=$1 t=${2:-20}
-    wait_for "$t" registered_now "$dir" ||
+    cp_wait_for "$t" registered_now "$dir" ||
         { tail -5 "$dir/linphonec.log" >&2; die "$dir: not registered within ${t}s"; }
 }
 
@@ -196,7 +189,7 @@ recorded() {
 
 stop() {
     local dir=$1 pid i
-    if alive "$dir/linphonec.pid"; then
+    if cp_alive "$dir/linphonec.pid"; then
         printf 'quit\n' >"$dir/stdin.fifo" 2>/dev/null || true
         pid=$(cat "$dir/linphonec.pid")
         for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done

@@ -929,7 +929,7 @@ impl Node {
             "link_queue_drops": self.queue_drops,
             "sip": self.sip.as_ref().map(|s| json!({
                 "listening": s.listening,
-                "counters": sip_counters_json(&s.edge.counters()),
+                "counters": s.edge.counters(),
             })),
             "links_rejected": self.listener_rejected.load(std::sync::atomic::Ordering::Relaxed),
         })
@@ -1078,20 +1078,6 @@ pub fn kind_name(k: KindId) -> String {
         None if k == KindId::CHORDPHONE_TEST => "CHORDPHONE-TEST".to_owned(),
         None => format!("{:#x}", k.0),
     }
-}
-
-fn sip_counters_json(c: &crate::sip::edge::EdgeCounters) -> serde_json::Value {
-    json!({
-        "register_ok": c.register_ok,
-        "register_fail": c.register_fail,
-        "requests_forwarded_local": c.requests_forwarded_local,
-        "requests_forwarded_node": c.requests_forwarded_node,
-        "responses": c.responses,
-        "malformed_dropped": c.malformed_dropped,
-        "malformed_rejected": c.malformed_rejected,
-        "auth_challenges": c.auth_challenges,
-        "stray_responses": c.stray_responses,
-    })
 }
 
 fn control_answer(req: &ControlRequest, outcome: Outcome) -> ControlResponse {

@@ -156,8 +156,8 @@ pub enum EdgeOutput {
     FetchRegistration { op: OverlayOpId, aor: String },
 }
 
-/// Counters for metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Counters for metrics (and, serialised, `chordphone status --json`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct EdgeCounters {
     /// REGISTERs answered 200.
     pub register_ok: u64,

@@ -129,6 +129,16 @@ pub enum TxId {
     Server(ServerTxId),
 }
 
+impl TxId {
+    /// The creation number (client and server ids share one sequence).
+    fn seq(self) -> u64 {
+        match self {
+            TxId::Client(c) => c.0,
+            TxId::Server(s) => s.0,
+        }
+    }
+}
+
 /// What the layer did with an incoming request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RequestDisposition {
@@ -377,22 +387,18 @@ impl TransactionLayer {
     /// Records that `id` now only lingers (its states never go back), and
     /// ends the oldest lingering transactions beyond the bound.
     fn note_lingering(&mut self, id: TxId) {
-        let (n, lingers) = match id {
-            TxId::Client(c) => (
-                c.0,
-                self.clients.get(&c).is_some_and(|t| matches!(t.state, ClientState::Completed | ClientState::Accepted)),
-            ),
-            TxId::Server(sv) => (
-                sv.0,
-                self.servers.get(&sv).is_some_and(|t| {
-                    matches!(t.state, ServerState::Completed | ServerState::Confirmed | ServerState::Accepted)
-                }),
-            ),
+        let lingers = match id {
+            TxId::Client(c) => {
+                self.clients.get(&c).is_some_and(|t| matches!(t.state, ClientState::Completed | ClientState::Accepted))
+            }
+            TxId::Server(sv) => self.servers.get(&sv).is_some_and(|t| {
+                matches!(t.state, ServerState::Completed | ServerState::Confirmed | ServerState::Accepted)
+            }),
         };
         if !lingers {
             return;
         }
-        self.lingering.insert(n, id);
+        self.lingering.insert(id.seq(), id);
         while self.lingering.len() > self.config.max_lingering {
             let Some((_, oldest)) = self.lingering.pop_first() else { break };
             tracing::debug!(tx = ?oldest, "lingering transaction ended early (bound reached)");
@@ -934,11 +940,7 @@ impl TransactionLayer {
                 tx.scheduled
             }
         };
-        let n = match id {
-            TxId::Client(c) => c.0,
-            TxId::Server(sv) => sv.0,
-        };
-        self.lingering.remove(&n);
+        self.lingering.remove(&id.seq());
         if let Some(at) = scheduled {
             self.timers.remove(&(at, id));
         }
