@@ -5,10 +5,13 @@
 // Nothing read from the network or typed by a user may panic the process.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
+pub mod cli;
 pub mod node;
 pub mod overlay;
+pub mod peer;
 pub mod security;
 pub mod sim;
 pub mod sip;
 pub mod storage;
+pub mod usage;
 pub mod wire;

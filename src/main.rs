@@ -4,7 +4,7 @@ use std::io::Read;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use chordphone::node::cli as nodecli;
+use chordphone::cli as nodecli;
 use chordphone::sim::{self, SimOptions};
 use chordphone::wire::{Message, RawMessage};
 use clap::{Parser, Subcommand};

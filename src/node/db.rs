@@ -115,18 +115,7 @@ pub struct RecordRow {
     pub data: Vec<u8>,
 }
 
-/// A SIP digest account of the SIP edge (RFC 3261 §22.4, RFC 8760 hashes).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SipUser {
-    /// Address of record, the table key.
-    pub aor: String,
-    pub realm: String,
-    /// Hex MD5 of `user:realm:password`.
-    pub ha1_md5: String,
-    /// Hex SHA-256 of `user:realm:password`.
-    pub ha1_sha256: String,
-    pub created_unix_s: u64,
-}
+pub use crate::sip::SipUser;
 
 /// Handle on `node.db`. Cheap to share by reference: methods take `&self` and
 /// redb serialises writers internally.

@@ -1,14 +1,15 @@
 //! The node runtime: the only module with tokio, sockets, files, signals
-//! and the clock. It drives the sans-IO overlay machine (`crate::overlay`)
-//! and, later, the SIP edge, ICE links, TURN relays and media legs.
+//! and the clock. It drives one sans-IO [`crate::peer::Peer`] (overlay,
+//! usage, SIP edge; later ICE links, TURN relays and media legs).
 
-pub mod cli;
+pub mod accounts;
 pub mod config;
 pub mod control;
 pub mod db;
 pub mod enroll;
 pub mod link;
 pub mod metrics;
+mod ops;
 pub mod overlay_doc;
 pub mod runtime;
 pub mod sip_io;

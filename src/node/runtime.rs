@@ -1,17 +1,19 @@
-//! One node's event loop: it owns the overlay machine and feeds it link
-//! input, timer expiries and operator requests, then carries out what the
-//! machine asks (transmits, connects, disconnects).
+//! One node's control loop: it owns the sans-IO [`Peer`] and feeds it link
+//! input, timer expiries, SIP input and operator requests, then carries out
+//! what the peer asks (transmits, dials, link closes, SIP sends).
 //!
 //! Order of work in each turn (style.md: local work before new remote
 //! input): shutdown, operator requests, expired timers, finished dials,
-//! new links, and only then bytes from peers. Every queue is bounded:
+//! new links, then bytes from peers and from phones — each input source
+//! with a budget per turn, so a flood on one neither starves the others
+//! nor delays timers. Every queue is bounded:
 //! - each link's send queue (`queue_depth` messages): when full the
 //!   message is dropped and counted (`chordphone_link_queue_drops_total`);
 //!   RELOAD's end-to-end retransmission (§6.2.1) recovers it;
 //! - link input is one shared queue of `queue_depth`; a full queue makes
 //!   the link reader wait, which back-pressures that peer's socket.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,36 +21,35 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow, bail};
 use rand::RngExt;
-use serde_json::json;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error, info, info_span, warn};
 
-use super::cli::{UserIdentityRecord, account_identity, delete_account, save_account};
 use super::config::{LocalSettings, NodePaths};
 use super::control::{self, ControlCall, ControlRequest, ControlResponse};
-use super::db::{HostCacheEntry, NodeDb, RecordRow, SipUser};
+use super::db::{HostCacheEntry, NodeDb, RecordRow};
 use super::link::{self, Link, LinkEvent, LinkKind, LinkSecurity};
 use super::metrics::{self, Snapshot};
 use super::overlay_doc::{LinkType, OverlayDocument};
-use crate::overlay::{CertCrypto, Command, Event, Failure, Outcome, OverlayNode, RequestId, TrustAnchor};
+use crate::overlay::{CertCrypto, OverlayNode, RequestId, TrustAnchor};
+use crate::peer::{DialId, LinkId, Peer, PeerConfig, PeerEvent, PeerState};
 use crate::security::KeyPair;
-use crate::wire::attach::{IceCandidate, OverlayLinkType};
-use crate::wire::storage::{DataValue, StoredDataValue};
-use crate::wire::types::IpAddressPort;
-use crate::wire::{KindId, NodeId, ResourceId};
+use crate::wire::NodeId;
+use crate::wire::attach::OverlayLinkType;
 
 #[path = "sip_glue.rs"]
 mod sip_glue;
+
+pub use sip_glue::advertised;
 
 /// How often the host cache and records are written to the database.
 const PERSIST_EVERY: Duration = Duration::from_secs(2);
 /// How long a graceful leave may take before the node exits anyway.
 const LEAVE_GRACE: Duration = Duration::from_secs(3);
-/// Back-off bounds between bootstrap rounds.
-const BOOTSTRAP_MIN: Duration = Duration::from_millis(500);
-const BOOTSTRAP_MAX: Duration = Duration::from_secs(15);
 /// Link-layer handshake bound for a dial.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Inputs taken from one source per turn of the loop.
+const BUDGET_OVERLAY: usize = 256;
+const BUDGET_SIP: usize = 128;
 
 /// What `chordphone node` was asked to do.
 #[derive(Clone, Debug)]
@@ -70,6 +71,7 @@ struct Setup {
     machine: OverlayNode,
 }
 
+
 /// Runs a node until SIGTERM/SIGINT (then leaves gracefully) or a fatal error.
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let setup = prepare(&opts)?;
@@ -77,7 +79,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     node.run().await
 }
 
-fn wall_ms() -> u64 {
+pub(super) fn wall_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
 }
 
@@ -150,90 +152,49 @@ fn pick_link(doc: &OverlayDocument, wanted: Option<&str>) -> anyhow::Result<Link
     }
 }
 
-fn link_type_code(kind: LinkKind) -> OverlayLinkType {
-    match kind {
-        LinkKind::TlsTcpFhNoIce => OverlayLinkType::TLS_TCP_FH_NO_ICE,
-        LinkKind::DtlsUdpSrNoIce => OverlayLinkType::DTLS_UDP_SR_NO_ICE,
-    }
-}
 
-/// A peer's link as the loop holds it.
-struct LinkEntry {
-    id: u64,
+/// A link as the loop holds it.
+pub(super) struct LinkEntry {
     tx: mpsc::Sender<Vec<u8>>,
-    /// Who opened it: decides which link survives a simultaneous open.
-    dialer: NodeId,
-    remote: SocketAddr,
-}
-
-/// Why a dial was made.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum DialPurpose {
-    /// A bootstrap round: the first success is joined through.
-    Bootstrap { round: u64 },
-    /// The machine asked for a link to this peer.
-    Connect(NodeId),
+    pub(super) remote: SocketAddr,
 }
 
 struct DialResult {
-    purpose: DialPurpose,
+    dial: DialId,
     addr: SocketAddr,
+    expect: Option<NodeId>,
     result: Result<Link, String>,
 }
 
-/// What a pending machine request answers.
-enum Pending {
-    Control(tokio::sync::oneshot::Sender<ControlResponse>, ControlRequest),
-    Sip(sip_glue::SipOp),
-    Join,
-    Leave,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum State {
-    /// Not in the ring; bootstrap round `round` is running or waiting.
-    Bootstrapping,
-    Joining,
-    Joined,
-    Leaving,
-}
-
-struct Node {
-    paths: NodePaths,
-    settings: LocalSettings,
-    doc: OverlayDocument,
-    db: NodeDb,
-    id: NodeId,
-    kind: LinkKind,
-    sec: Arc<LinkSecurity>,
-    machine: OverlayNode,
-    client: bool,
-    advertise: Option<SocketAddr>,
-    started: Instant,
-    state: State,
-    links: HashMap<NodeId, LinkEntry>,
+pub(super) struct Node {
+    pub(super) paths: NodePaths,
+    pub(super) settings: LocalSettings,
+    pub(super) doc: OverlayDocument,
+    pub(super) db: NodeDb,
+    pub(super) id: NodeId,
+    pub(super) kind: LinkKind,
+    pub(super) sec: Arc<LinkSecurity>,
+    pub(super) peer: Peer,
+    pub(super) client: bool,
+    pub(super) advertise: Option<SocketAddr>,
+    pub(super) started: Instant,
+    pub(super) links: HashMap<LinkId, LinkEntry>,
     next_link_id: u64,
-    dialing: HashSet<NodeId>,
-    pending: BTreeMap<RequestId, Pending>,
-    bootstrap_round: u64,
-    bootstrap_outstanding: usize,
-    bootstrap_joined_via: bool,
-    next_bootstrap: Option<Instant>,
-    bootstrap_backoff: Duration,
+    /// Operator requests waiting for the overlay.
+    pub(super) pending: BTreeMap<RequestId, (oneshot::Sender<ControlResponse>, ControlRequest)>,
     saved_store_version: Option<u64>,
-    queue_drops: u64,
-    // channels
-    inbound_tx: mpsc::Sender<(NodeId, u64, LinkEvent)>,
-    inbound_rx: mpsc::Receiver<(NodeId, u64, LinkEvent)>,
+    pub(super) queue_drops: u64,
+    inbound_tx: mpsc::Sender<(LinkId, LinkEvent)>,
+    inbound_rx: mpsc::Receiver<(LinkId, LinkEvent)>,
     accepted_rx: mpsc::Receiver<Link>,
     dial_tx: mpsc::Sender<DialResult>,
     dial_rx: mpsc::Receiver<DialResult>,
     dialer: Option<link::LinkDialer>,
-    sip: Option<sip_glue::SipState>,
+    pub(super) sip: Option<sip_glue::SipSockets>,
     sip_rx: mpsc::Receiver<super::sip_io::SipInput>,
     control_rx: mpsc::Receiver<ControlCall>,
-    metrics_tx: watch::Sender<Snapshot>,
-    listener_rejected: Arc<std::sync::atomic::AtomicU64>,
+    pub(super) metrics_tx: watch::Sender<Snapshot>,
+    pub(super) listener_rejected: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Node {
@@ -255,8 +216,7 @@ impl Node {
             // Outgoing TLS links may share the listener's security; DTLS
             // links are dialed from an ephemeral socket: two peers dialing
             // each other at once from their listening sockets would share
-            // one UDP 5-tuple, which holds only one DTLS association, and
-            // the link layer has no tie-break for that yet.
+            // one UDP 5-tuple, which holds only one DTLS association.
             if kind == LinkKind::TlsTcpFhNoIce {
                 dialer = Some(listener.dialer());
             }
@@ -265,7 +225,7 @@ impl Node {
                 if local.ip().is_unspecified() {
                     warn!(%local, "listening on a wildcard address without `advertise` in node.toml: peers are told 127.0.0.1");
                 }
-                advertise = Some(sip_glue::advertised(local, None));
+                advertise = Some(advertised(local, None));
             }
             let rejected = Arc::clone(&listener_rejected);
             tokio::spawn(async move {
@@ -285,9 +245,6 @@ impl Node {
                 }
             });
         }
-        if let Some(a) = advertise {
-            machine.set_candidates(vec![IceCandidate::host(IpAddressPort(a), link_type_code(kind), b"1".to_vec(), 1)]);
-        }
         // Restore what was stored before the last stop.
         let rows: Vec<Vec<u8>> = db.records()?.into_iter().map(|r| r.data).collect();
         if !rows.is_empty() {
@@ -297,6 +254,15 @@ impl Node {
                 warn!(problem = %p, "record not restored");
             }
         }
+        let (sip_tx, sip_rx) = mpsc::channel(depth);
+        let sip_start = sip_glue::start_sip(&paths, &settings, &doc, &db, &sec, node_id, client, advertise, sip_tx).await?;
+        let (sip, edge) = match sip_start {
+            Some((sockets, edge, app)) => {
+                machine.set_app_candidates(app);
+                (Some(sockets), Some(edge))
+            }
+            None => (None, None),
+        };
         let (control_tx, control_rx) = mpsc::channel(64);
         let socket = paths.control_socket();
         let control_listener =
@@ -311,8 +277,12 @@ impl Node {
         let (inbound_tx, inbound_rx) = mpsc::channel(depth);
         let (dial_tx, dial_rx) = mpsc::channel(64);
         let saved_store_version = Some(machine.store_version());
-        let (sip_tx, sip_rx) = mpsc::channel(depth);
-        let mut node = Node {
+        let cfg = PeerConfig { link_type: link_type_code(kind), advertise, bootstrap: doc.bootstrap.clone(), client };
+        let now = Instant::now();
+        let mut peer = Peer::new(cfg, machine, edge, now, wall_ms());
+        let cache = db.host_cache().unwrap_or_default();
+        peer.set_host_cache(cache.into_iter().map(|e| (e.node_id, e.addr)).collect());
+        Ok(Node {
             paths,
             settings,
             doc,
@@ -320,20 +290,13 @@ impl Node {
             id: node_id,
             kind,
             sec,
-            machine,
+            peer,
             client,
             advertise,
-            started: Instant::now(),
-            state: State::Bootstrapping,
+            started: now,
             links: HashMap::new(),
             next_link_id: 1,
-            dialing: HashSet::new(),
             pending: BTreeMap::new(),
-            bootstrap_round: 0,
-            bootstrap_outstanding: 0,
-            bootstrap_joined_via: false,
-            next_bootstrap: Some(Instant::now()),
-            bootstrap_backoff: BOOTSTRAP_MIN,
             saved_store_version,
             queue_drops: 0,
             inbound_tx,
@@ -342,14 +305,12 @@ impl Node {
             dial_tx,
             dial_rx,
             dialer,
-            sip: None,
+            sip,
             sip_rx,
             control_rx,
             metrics_tx,
             listener_rejected,
-        };
-        node.sip = node.start_sip(sip_tx).await?;
-        Ok(node)
+        })
     }
 
     async fn run(&mut self) -> anyhow::Result<()> {
@@ -364,17 +325,16 @@ impl Node {
         info!(node = %self.id, overlay = %self.doc.name, client = self.client, "node started");
         loop {
             self.pump();
-            if self.state == State::Leaving && leave_deadline.is_some_and(|d| Instant::now() >= d) {
-                warn!("leave not confirmed within {LEAVE_GRACE:?}; exiting anyway");
-                break;
+            if self.peer.state() == PeerState::Leaving {
+                if leave_deadline.is_some_and(|d| Instant::now() >= d) {
+                    warn!("leave not confirmed within {LEAVE_GRACE:?}; exiting anyway");
+                    break;
+                }
+                if self.peer.leave_done() {
+                    break;
+                }
             }
-            if self.state == State::Leaving && !self.pending.values().any(|p| matches!(p, Pending::Leave)) {
-                break;
-            }
-            let timer = self.machine.poll_timeout().map(|(t, _)| t);
-            let bootstrap = self.next_bootstrap;
-            let sip_timer = self.sip.as_ref().and_then(|s| s.edge.poll_timeout());
-            let wake = [timer, bootstrap, leave_deadline, sip_timer].into_iter().flatten().min();
+            let wake = [self.peer.poll_timeout(), leave_deadline].into_iter().flatten().min();
             let sleep = async {
                 match wake {
                     Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
@@ -387,20 +347,19 @@ impl Node {
                 _ = sigint.recv() => leave_deadline = self.begin_leave("SIGINT"),
                 _ = sighup.recv() => self.reload_document(),
                 Some(call) = self.control_rx.recv() => self.on_control(call),
-                _ = sleep => self.on_wake(),
+                _ = sleep => self.peer.handle_timeout(Instant::now()),
                 Some(d) = self.dial_rx.recv() => self.on_dial(d),
-                Some(link) = self.accepted_rx.recv() => {
-                    self.on_link(link, false, None);
-                }
+                Some(link) = self.accepted_rx.recv() => self.on_link(link, None),
                 // Overlay input before new SIP input: answers to our Stores
                 // and Fetches finish work already accepted, so under load the
                 // phones' new requests wait (and UDP ones are retransmitted)
                 // rather than accepted ones timing out.
-                Some((peer, id, ev)) = self.inbound_rx.recv() => self.on_inbound(peer, id, ev),
+                Some((id, ev)) = self.inbound_rx.recv() => self.on_inbound(id, ev),
                 Some(input) = self.sip_rx.recv() => self.on_sip_input(input),
                 _ = persist.tick() => self.persist(false),
                 _ = clock.tick() => self.on_clock(),
             }
+            self.drain_inputs();
         }
         self.pump();
         // Closing the send queues lets each link flush what is queued.
@@ -415,21 +374,33 @@ impl Node {
         Ok(())
     }
 
+    /// Takes what is already queued from each input source, up to its
+    /// budget, overlay first: under a flood from one source the others and
+    /// the timers still get their turn every loop.
+    fn drain_inputs(&mut self) {
+        for _ in 0..BUDGET_OVERLAY {
+            match self.inbound_rx.try_recv() {
+                Ok((id, ev)) => self.on_inbound(id, ev),
+                Err(_) => break,
+            }
+        }
+        self.pump();
+        for _ in 0..BUDGET_SIP {
+            match self.sip_rx.try_recv() {
+                Ok(input) => self.on_sip_input(input),
+                Err(_) => break,
+            }
+        }
+    }
+
     fn begin_leave(&mut self, why: &str) -> Option<Instant> {
-        if self.state == State::Leaving {
+        if self.peer.state() == PeerState::Leaving {
             return Some(Instant::now());
         }
         info!(signal = why, "leaving the overlay");
         self.persist(true);
-        let joined = self.state == State::Joined;
-        self.state = State::Leaving;
-        if joined {
-            match self.machine.command(Instant::now(), Command::Leave) {
-                Ok(id) => {
-                    self.pending.insert(id, Pending::Leave);
-                }
-                Err(e) => warn!(error = %e, "cannot leave gracefully"),
-            }
+        if !self.peer.leave(Instant::now()) {
+            return Some(Instant::now());
         }
         Some(Instant::now() + LEAVE_GRACE)
     }
@@ -443,6 +414,7 @@ impl Node {
             }
             Ok(doc) => {
                 info!(path = %path.display(), sequence = doc.sequence, "overlay configuration reloaded (bootstrap list)");
+                self.peer.set_bootstrap(doc.bootstrap.clone());
                 self.doc = doc;
             }
             Err(e) => error!(error = %e, "keeping the running configuration"),
@@ -451,189 +423,63 @@ impl Node {
 
     fn on_clock(&mut self) {
         let now = Instant::now();
-        self.machine.set_wall_clock(now, wall_ms());
+        self.peer.set_wall_clock(now, wall_ms());
         self.publish_metrics(now);
     }
 
-    /// Carries out everything the machine has queued.
+    /// Carries out everything the peer has queued.
     fn pump(&mut self) {
         loop {
             let mut progressed = false;
-            while let Some(t) = self.machine.poll_transmit() {
+            while let Some(t) = self.peer.poll_transmit() {
                 progressed = true;
-                match self.links.get(&t.to) {
+                match self.links.get(&t.link) {
                     Some(l) => {
                         if l.tx.try_send(t.bytes).is_err() {
                             self.queue_drops += 1;
-                            debug!(peer = %t.to, "link send queue full or closed: message dropped");
+                            debug!(peer = %t.peer, "link send queue full or closed: message dropped");
                         }
                     }
-                    None => debug!(peer = %t.to, "no link for a transmit"),
+                    None => debug!(peer = %t.peer, "no link for a transmit"),
                 }
             }
-            while let Some(ev) = self.machine.poll_event() {
+            while let Some(ev) = self.peer.poll_event() {
                 progressed = true;
                 self.on_event(ev);
             }
-            progressed |= self.pump_sip();
             if !progressed {
                 break;
             }
         }
     }
 
-    fn on_event(&mut self, ev: Event) {
-        let now = Instant::now();
+    fn on_event(&mut self, ev: PeerEvent) {
         match ev {
-            Event::Connect { peer, candidates } => {
-                if self.links.contains_key(&peer) {
-                    self.machine.handle_link_up(now, peer);
-                    return;
-                }
-                if self.dialing.contains(&peer) {
-                    return;
-                }
-                let want = link_type_code(self.kind);
-                let addr = candidates.iter().find(|c| c.overlay_link == want).map(|c| c.addr_port.0);
-                match addr {
-                    Some(addr) => {
-                        self.dialing.insert(peer);
-                        self.dial(DialPurpose::Connect(peer), addr, Some(peer));
-                    }
-                    None => {
-                        debug!(%peer, "no candidate with our link type");
-                        self.machine.handle_link_down(now, peer);
-                    }
+            PeerEvent::Dial { dial, addr, expect } => self.dial(dial, addr, expect),
+            PeerEvent::CloseLink { link } => {
+                if self.links.remove(&link).is_some() {
+                    debug!(?link, "link closed at the peer's request");
                 }
             }
-            Event::Disconnect { peer } => {
-                if self.links.remove(&peer).is_some() {
-                    debug!(%peer, "link closed at the overlay's request");
+            PeerEvent::Joined => self.persist(false),
+            PeerEvent::Rejoining | PeerEvent::Left => {}
+            PeerEvent::Completed { id, outcome } => {
+                if let Some((reply, req)) = self.pending.remove(&id) {
+                    let _ = reply.send(super::ops::control_answer(&req, outcome));
                 }
             }
-            Event::Joined => {
-                info!(node = %self.id, successors = ?self.machine.successors(), "joined the overlay");
-                self.state = State::Joined;
-                self.bootstrap_backoff = BOOTSTRAP_MIN;
-                self.next_bootstrap = None;
-                self.persist(false);
-            }
-            Event::Rejoining => {
-                warn!("lost every successor; re-joining");
-                if self.state != State::Leaving {
-                    self.state = State::Joining;
-                    if self.links.is_empty() {
-                        self.state = State::Bootstrapping;
-                        self.next_bootstrap = Some(now + self.bootstrap_backoff);
-                    }
-                }
-            }
-            Event::Completed { id, outcome } => match self.pending.remove(&id) {
-                Some(Pending::Control(reply, req)) => {
-                    let _ = reply.send(control_answer(&req, outcome));
-                }
-                Some(Pending::Join) => {
-                    if let Outcome::Failed(f) = outcome {
-                        warn!(failure = ?f, "join failed; bootstrapping again");
-                        if self.state != State::Leaving && self.state != State::Joined {
-                            self.state = State::Bootstrapping;
-                            self.schedule_bootstrap(now);
-                        }
-                    }
-                }
-                Some(Pending::Leave) => info!(outcome = ?outcome, "left the overlay"),
-                Some(Pending::Sip(op)) => self.on_sip_completed(id, op, outcome),
-                None => {}
-            },
+            PeerEvent::Sip(ev) => self.on_sip_event(ev),
         }
     }
 
-    fn schedule_bootstrap(&mut self, now: Instant) {
-        self.next_bootstrap = Some(now + self.bootstrap_backoff);
-        self.bootstrap_backoff = (self.bootstrap_backoff * 2).min(BOOTSTRAP_MAX);
-    }
-
-    fn on_wake(&mut self) {
-        let now = Instant::now();
-        if self.machine.poll_timeout().is_some_and(|(t, _)| t <= now) {
-            self.machine.handle_timeout(now);
-        }
-        if let Some(sip) = self.sip.as_mut()
-            && sip.edge.poll_timeout().is_some_and(|t| t <= now)
-        {
-            sip.edge.handle_timeout(now, wall_ms());
-        }
-        if self.next_bootstrap.is_some_and(|t| t <= now) {
-            self.next_bootstrap = None;
-            if self.state == State::Bootstrapping {
-                self.start_bootstrap(now);
-            }
-        }
-    }
-
-    /// Where to look for the ring: host cache first (newest first), then
-    /// the configuration's bootstrap nodes (§11.4), never ourselves.
-    fn bootstrap_candidates(&self) -> Vec<SocketAddr> {
-        let mut out: Vec<SocketAddr> = Vec::new();
-        let cache = self.db.host_cache().unwrap_or_default();
-        for e in cache.iter().filter(|e| e.node_id != self.id) {
-            if !out.contains(&e.addr) {
-                out.push(e.addr);
-            }
-        }
-        for a in &self.doc.bootstrap {
-            if !out.contains(a) {
-                out.push(*a);
-            }
-        }
-        out.retain(|a| Some(*a) != self.advertise && *a != self.settings.listen);
-        out
-    }
-
-    /// Whether this node is one of the configuration's bootstrap nodes
-    /// (which start the ring when they reach nobody).
-    fn is_seed(&self) -> bool {
-        self.advertise.is_some_and(|a| self.doc.bootstrap.contains(&a))
-    }
-
-    fn start_bootstrap(&mut self, now: Instant) {
-        self.bootstrap_round += 1;
-        let round = self.bootstrap_round;
-        let candidates = self.bootstrap_candidates();
-        // With no bootstrap list at all, a peer alone starts its own ring.
-        let may_start_ring = self.is_seed() || (self.doc.bootstrap.is_empty() && !self.client);
-        if candidates.is_empty() {
-            if may_start_ring {
-                self.create_ring(now);
-            } else {
-                warn!("no bootstrap peer is configured and the host cache is empty; retrying");
-                self.schedule_bootstrap(now);
-            }
-            return;
-        }
-        info!(round, peers = candidates.len(), "bootstrapping");
-        self.bootstrap_outstanding = candidates.len();
-        self.bootstrap_joined_via = false;
-        for addr in candidates {
-            self.dial(DialPurpose::Bootstrap { round }, addr, None);
-        }
-    }
-
-    fn create_ring(&mut self, now: Instant) {
-        match self.machine.command(now, Command::CreateRing) {
-            Ok(_) => info!(node = %self.id, "no peer answered: this bootstrap node starts the ring"),
-            Err(e) => warn!(error = %e, "cannot create the ring"),
-        }
-    }
-
-    fn dial(&mut self, purpose: DialPurpose, addr: SocketAddr, expected: Option<NodeId>) {
+    fn dial(&mut self, dial: DialId, addr: SocketAddr, expect: Option<NodeId>) {
         let (kind, sec, tx) = (self.kind, Arc::clone(&self.sec), self.dial_tx.clone());
         let dialer = self.dialer.clone();
         tokio::spawn(async move {
             let attempt = async {
                 match dialer {
-                    Some(d) => d.dial(addr, expected).await,
-                    None => link::dial(kind, addr, sec, expected).await,
+                    Some(d) => d.dial(addr, expect).await,
+                    None => link::dial(kind, addr, sec, expect).await,
                 }
             };
             let result = match tokio::time::timeout(DIAL_TIMEOUT, attempt).await {
@@ -641,371 +487,75 @@ impl Node {
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(_) => Err(format!("no handshake within {DIAL_TIMEOUT:?}")),
             };
-            let _ = tx.send(DialResult { purpose, addr, result }).await;
+            let _ = tx.send(DialResult { dial, addr, expect, result }).await;
         });
     }
 
     fn on_dial(&mut self, d: DialResult) {
-        let now = Instant::now();
-        match d.purpose {
-            DialPurpose::Connect(peer) => {
-                self.dialing.remove(&peer);
-                match d.result {
-                    Ok(link) => {
-                        self.on_link(link, true, Some(peer));
-                    }
-                    Err(e) => {
-                        debug!(%peer, addr = %d.addr, error = %e, "connect failed");
-                        if !self.links.contains_key(&peer) {
-                            self.machine.handle_link_down(now, peer);
-                        }
-                    }
-                }
-            }
-            DialPurpose::Bootstrap { round } => {
-                if round != self.bootstrap_round {
-                    if let Ok(link) = d.result {
-                        self.on_link(link, true, None);
-                    }
-                    return;
-                }
-                self.bootstrap_outstanding = self.bootstrap_outstanding.saturating_sub(1);
-                match d.result {
-                    Ok(link) => {
-                        let peer = self.on_link(link, true, None);
-                        if let Some(peer) = peer
-                            && !self.bootstrap_joined_via
-                            && self.state == State::Bootstrapping
-                        {
-                            self.bootstrap_joined_via = true;
-                            let cand =
-                                IceCandidate::host(IpAddressPort(d.addr), link_type_code(self.kind), b"1".to_vec(), 1);
-                            self.machine.add_known_peer(peer, vec![cand]);
-                            match self.machine.command(now, Command::Join { via: peer }) {
-                                Ok(id) => {
-                                    info!(via = %peer, addr = %d.addr, "joining");
-                                    self.state = State::Joining;
-                                    self.pending.insert(id, Pending::Join);
-                                }
-                                Err(e) => {
-                                    warn!(error = %e, "cannot join");
-                                    self.schedule_bootstrap(now);
-                                }
-                            }
-                        }
-                    }
-                    Err(e) => info!(addr = %d.addr, error = %e, "bootstrap peer unreachable"),
-                }
-                if self.bootstrap_outstanding == 0 && !self.bootstrap_joined_via && self.state == State::Bootstrapping {
-                    if self.is_seed() {
-                        self.create_ring(now);
-                    } else {
-                        self.schedule_bootstrap(now);
-                    }
-                }
+        match d.result {
+            Ok(link) => self.on_link_with(link, Some(d.dial), d.expect),
+            Err(e) => {
+                debug!(addr = %d.addr, error = %e, "dial failed");
+                self.peer.handle_dial_failed(Instant::now(), d.dial, &e);
             }
         }
     }
 
-    /// Takes a new link into service; returns the peer it is bound to.
-    fn on_link(&mut self, link: Link, dialed: bool, expected: Option<NodeId>) -> Option<NodeId> {
+    fn on_link(&mut self, link: Link, dial: Option<DialId>) {
+        self.on_link_with(link, dial, None);
+    }
+
+    /// Takes a new link into service if the peer keeps it.
+    fn on_link_with(&mut self, link: Link, dial: Option<DialId>, expect: Option<NodeId>) {
         let now = Instant::now();
-        let peer = match expected {
-            Some(p) if link.peer.node_ids.contains(&p) => p,
-            Some(p) => {
-                warn!(expected = %p, remote = %link.remote, "link bound to another Node-ID; closed");
-                return None;
-            }
-            None => *link.peer.node_ids.first()?,
+        // A certificate may bind several Node-IDs: the expected one if it
+        // is among them, else the first.
+        let peer = match expect {
+            Some(p) if link.peer.node_ids.contains(&p) => Some(p),
+            _ => link.peer.node_ids.first().copied(),
         };
-        if peer == self.id {
-            debug!(remote = %link.remote, "link to ourselves; closed");
-            return None;
-        }
-        let dialer = if dialed { self.id } else { peer };
-        if let Some(existing) = self.links.get(&peer) {
-            // Simultaneous open: both ends keep the link the smaller
-            // Node-ID dialed; a re-dial by the same side replaces.
-            let keep_new = existing.dialer == dialer || dialer < existing.dialer;
-            if !keep_new {
-                debug!(%peer, "duplicate link; keeping the existing one");
-                return Some(peer);
+        let Some(peer) = peer else {
+            if let Some(d) = dial {
+                self.peer.handle_dial_failed(now, d, "the certificate binds no Node-ID");
             }
-        }
-        let id = self.next_link_id;
+            return;
+        };
+        let id = LinkId(self.next_link_id);
         self.next_link_id += 1;
+        if !self.peer.handle_link_opened(now, id, peer, dial) {
+            return; // dropping the link closes it
+        }
         let Link { tx, mut rx, remote, .. } = link;
         let inbound = self.inbound_tx.clone();
         tokio::spawn(async move {
             while let Some(ev) = rx.recv().await {
                 let closed = matches!(ev, LinkEvent::Closed(_));
-                if inbound.send((peer, id, ev)).await.is_err() || closed {
+                if inbound.send((id, ev)).await.is_err() || closed {
                     return;
                 }
             }
-            let _ = inbound.send((peer, id, LinkEvent::Closed("link task ended".into()))).await;
+            let _ = inbound.send((id, LinkEvent::Closed("link task ended".into()))).await;
         });
-        let had = self.links.insert(peer, LinkEntry { id, tx, dialer, remote }).is_some();
-        debug!(%peer, %remote, dialed, "link up");
-        if !had {
-            self.machine.handle_link_up(now, peer);
-        }
-        Some(peer)
+        debug!(%peer, %remote, ?id, "link up");
+        self.links.insert(id, LinkEntry { tx, remote });
     }
 
-    fn on_inbound(&mut self, peer: NodeId, id: u64, ev: LinkEvent) {
+    fn on_inbound(&mut self, id: LinkId, ev: LinkEvent) {
         let now = Instant::now();
-        let current = self.links.get(&peer).is_some_and(|l| l.id == id);
         match ev {
             LinkEvent::Message(bytes) => {
-                if current {
-                    let _span = info_span!("reload_input", peer = %peer, len = bytes.len()).entered();
-                    self.machine.handle_input(now, peer, &bytes);
+                if self.links.contains_key(&id) {
+                    let _span = info_span!("reload_input", link = id.0, len = bytes.len()).entered();
+                    self.peer.handle_input(now, id, &bytes);
                 }
             }
             LinkEvent::Closed(reason) => {
-                if current {
-                    self.links.remove(&peer);
-                    info!(%peer, reason = %reason, "link lost");
-                    self.machine.handle_link_down(now, peer);
+                if self.links.remove(&id).is_some() {
+                    debug!(link = id.0, reason = %reason, "link closed");
                 }
+                self.peer.handle_link_closed(now, id);
             }
         }
-    }
-
-    fn on_control(&mut self, call: ControlCall) {
-        let now = Instant::now();
-        let ControlCall { request, reply } = call;
-        let _span = info_span!("control", op = request.name()).entered();
-        let cmd = match &request {
-            ControlRequest::Status => {
-                let _ = reply.send(ControlResponse::ok(self.status(now)));
-                return;
-            }
-            ControlRequest::AddUser { account, key_b64, cert_b64 } => {
-                let _ = reply.send(self.add_user(now, account, key_b64, cert_b64));
-                return;
-            }
-            ControlRequest::RemoveUser { aor } => {
-                let answer = match self.remove_user(aor) {
-                    Ok(removed) => ControlResponse::ok(json!(removed)),
-                    Err(e) => ControlResponse::error(format!("{e:#}")),
-                };
-                let _ = reply.send(answer);
-                return;
-            }
-            ControlRequest::ListUsers => {
-                let answer = match self.db.sip_users() {
-                    Ok(u) => ControlResponse::ok(serde_json::to_value(u).unwrap_or_default()),
-                    Err(e) => ControlResponse::error(e.to_string()),
-                };
-                let _ = reply.send(answer);
-                return;
-            }
-            ControlRequest::Store { name, value, lifetime_s } => Command::Store {
-                resource_name: name.as_bytes().to_vec(),
-                kind: KindId::CHORDPHONE_TEST,
-                value: StoredDataValue::Single(DataValue::new(value.as_bytes().to_vec())),
-                lifetime_s: *lifetime_s,
-            },
-            ControlRequest::Fetch { name, kind } => {
-                let kind = match kind.as_deref() {
-                    None | Some("test") => KindId::CHORDPHONE_TEST,
-                    Some("sip-registration") => KindId::SIP_REGISTRATION,
-                    Some(other) => {
-                        let _ = reply.send(ControlResponse::error(format!(
-                            "unknown kind '{other}' (known: test, sip-registration)"
-                        )));
-                        return;
-                    }
-                };
-                // SIP registrations are stored under the AOR without "sip:".
-                let name = match kind {
-                    KindId::SIP_REGISTRATION => name.strip_prefix("sip:").unwrap_or(name),
-                    _ => name.as_str(),
-                };
-                Command::Fetch { resource: ResourceId::from_name(name.as_bytes()), kind }
-            }
-            ControlRequest::Lookup { name } => Command::Lookup { resource: ResourceId::from_name(name.as_bytes()) },
-        };
-        match self.machine.command(now, cmd) {
-            Ok(id) => {
-                self.pending.insert(id, Pending::Control(reply, request));
-            }
-            Err(e) => {
-                let _ = reply.send(ControlResponse::error(e.to_string()));
-            }
-        }
-    }
-
-    /// Takes a SIP account into service: its certificate must chain to the
-    /// overlay root, bind this node and name the AOR.
-    fn add_user(&mut self, now: Instant, account: &SipUser, key_b64: &str, cert_b64: &str) -> ControlResponse {
-        let record = UserIdentityRecord { key_b64: key_b64.to_owned(), cert_b64: cert_b64.to_owned() };
-        let Some((key, cert)) = record.decode() else {
-            return ControlResponse::error("the user key or certificate is not base64");
-        };
-        match self.machine.add_user_identity(now, &key, &cert) {
-            Ok(name) if name == account.aor => {}
-            Ok(name) => {
-                return ControlResponse::error(format!("the certificate is for '{name}', not '{}'", account.aor));
-            }
-            Err(e) => return ControlResponse::error(format!("user certificate refused: {e}")),
-        }
-        match save_account(&self.db, account, &record) {
-            Ok(()) => {
-                info!(aor = %account.aor, "SIP account added");
-                self.users_changed();
-                ControlResponse::ok(json!({"aor": account.aor}))
-            }
-            Err(e) => ControlResponse::error(format!("cannot save the account: {e:#}")),
-        }
-    }
-
-    fn remove_user(&mut self, aor: &str) -> anyhow::Result<bool> {
-        let removed = delete_account(&self.db, aor)?;
-        if removed {
-            info!(%aor, "SIP account removed");
-            self.users_changed();
-        }
-        Ok(removed)
-    }
-
-    /// Loads every stored user identity into the signer (start-up).
-    fn load_users(&mut self, now: Instant) {
-        let users = match self.db.sip_users() {
-            Ok(u) => u,
-            Err(e) => {
-                error!(error = %e, "cannot read SIP accounts");
-                return;
-            }
-        };
-        for u in users {
-            let loaded = account_identity(&self.db, &u.aor).and_then(|r| r.decode());
-            match loaded.map(|(k, c)| self.machine.add_user_identity(now, &k, &c)) {
-                Some(Ok(_)) => debug!(aor = %u.aor, "SIP account loaded"),
-                Some(Err(e)) => warn!(aor = %u.aor, error = %e, "SIP account's certificate refused"),
-                None => warn!(aor = %u.aor, "SIP account has no user certificate"),
-            }
-        }
-        self.users_changed();
-    }
-
-    /// The SIP edge's account table follows the database.
-    fn users_changed(&mut self) {
-        if let Some(sip) = self.sip.as_mut() {
-            match self.db.sip_users() {
-                Ok(u) => sip.edge.set_users(u),
-                Err(e) => error!(error = %e, "cannot read SIP accounts"),
-            }
-        }
-    }
-
-    fn status(&self, now: Instant) -> serde_json::Value {
-        let ids = |v: Vec<NodeId>| v.into_iter().map(|n| n.to_string()).collect::<Vec<_>>();
-        let records: serde_json::Map<String, serde_json::Value> =
-            self.machine.records_by_kind().into_iter().map(|(k, n)| (kind_name(k), json!(n))).collect();
-        let links: Vec<serde_json::Value> = {
-            let mut v: Vec<(&NodeId, &LinkEntry)> = self.links.iter().collect();
-            v.sort_by_key(|(n, _)| **n);
-            v.into_iter().map(|(n, l)| json!({"peer": n.to_string(), "remote": l.remote.to_string()})).collect()
-        };
-        json!({
-            "node_id": self.id.to_string(),
-            "overlay": self.doc.name,
-            "state": format!("{:?}", self.state).to_lowercase(),
-            "joined": self.machine.is_joined(),
-            "client": self.client,
-            "link_type": format!("{:?}", self.kind),
-            "advertise": self.advertise.map(|a| a.to_string()),
-            "successors": ids(self.machine.successors()),
-            "predecessors": ids(self.machine.predecessors()),
-            "fingers": ids(self.machine.fingers()),
-            "links": links,
-            "records_by_kind": records,
-            "uptime_s": now.saturating_duration_since(self.started).as_secs(),
-            "ring_uptime_s": self.machine.uptime(now),
-            "counters": self.machine.counters(),
-            "link_queue_drops": self.queue_drops,
-            "sip": self.sip.as_ref().map(|s| json!({
-                "listening": s.listening,
-                "counters": s.edge.counters(),
-            })),
-            "links_rejected": self.listener_rejected.load(std::sync::atomic::Ordering::Relaxed),
-        })
-    }
-
-    fn publish_metrics(&self, now: Instant) {
-        let c = self.machine.counters();
-        let mut s = Snapshot::default();
-        s.counter("chordphone_reload_messages_sent_total", "RELOAD messages sent", c.messages_sent);
-        s.counter("chordphone_reload_messages_received_total", "RELOAD messages received", c.messages_received);
-        s.counter("chordphone_reload_forwarded_total", "RELOAD messages forwarded for others", c.forwarded);
-        s.counter(
-            "chordphone_reload_dropped_malformed_total",
-            "malformed RELOAD messages dropped",
-            c.dropped_malformed,
-        );
-        s.counter(
-            "chordphone_reload_dropped_signature_total",
-            "messages dropped for a bad signature",
-            c.dropped_signature,
-        );
-        s.counter(
-            "chordphone_reload_dropped_unroutable_total",
-            "messages that could not be routed",
-            c.dropped_unroutable,
-        );
-        s.counter("chordphone_reload_retransmissions_total", "end-to-end retransmissions", c.retransmissions);
-        s.counter("chordphone_reload_transactions_failed_total", "transactions that failed", c.transactions_failed);
-        s.counter("chordphone_reload_errors_sent_total", "RELOAD Error responses sent", c.errors_sent);
-        s.counter("chordphone_link_queue_drops_total", "messages dropped on a full link queue", self.queue_drops);
-        s.counter(
-            "chordphone_links_rejected_total",
-            "incoming links refused (handshake, certificate, garbage)",
-            self.listener_rejected.load(std::sync::atomic::Ordering::Relaxed),
-        );
-        s.gauge("chordphone_links", "open overlay links", vec![], self.links.len() as f64);
-        s.gauge(
-            "chordphone_joined",
-            "1 when the node is in the ring",
-            vec![],
-            f64::from(u8::from(self.machine.is_joined())),
-        );
-        s.gauge(
-            "chordphone_uptime_seconds",
-            "seconds since start",
-            vec![],
-            now.saturating_duration_since(self.started).as_secs_f64(),
-        );
-        if let Some(sip) = &self.sip {
-            let e = sip.edge.counters();
-            s.counter("chordphone_sip_register_ok_total", "REGISTERs answered 200", e.register_ok);
-            s.counter("chordphone_sip_register_fail_total", "REGISTERs refused", e.register_fail);
-            s.counter("chordphone_sip_auth_challenges_total", "digest challenges sent", e.auth_challenges);
-            s.counter(
-                "chordphone_sip_forwarded_local_total",
-                "requests sent to local phones",
-                e.requests_forwarded_local,
-            );
-            s.counter("chordphone_sip_forwarded_node_total", "requests sent to other nodes", e.requests_forwarded_node);
-            s.counter("chordphone_sip_responses_total", "responses sent", e.responses);
-            s.counter(
-                "chordphone_sip_malformed_rejected_total",
-                "malformed requests answered 400",
-                e.malformed_rejected,
-            );
-            s.counter("chordphone_sip_malformed_dropped_total", "malformed messages dropped", e.malformed_dropped);
-            s.counter(
-                "chordphone_sip_tls_handshake_failures_total",
-                "phone TLS handshakes that failed or timed out",
-                super::sip_io::tls_handshake_failures(),
-            );
-        }
-        for (k, n) in self.machine.records_by_kind() {
-            s.gauge("chordphone_records", "records held, by kind", vec![("kind", kind_name(k))], n as f64);
-        }
-        let _ = self.metrics_tx.send(s);
     }
 
     /// Writes the host cache and (when changed) the records. A failure is
@@ -1014,15 +564,10 @@ impl Node {
         let now = Instant::now();
         let now_s = wall_ms() / 1000;
         let linked: Vec<HostCacheEntry> = self
-            .machine
-            .known_peer_candidates()
+            .peer
+            .linked_addresses()
             .into_iter()
-            .filter(|(n, _)| self.links.contains_key(n))
-            .filter_map(|(n, c)| {
-                let want = link_type_code(self.kind);
-                let addr = c.iter().find(|c| c.overlay_link == want).map(|c| c.addr_port.0)?;
-                Some(HostCacheEntry { node_id: n, addr, last_seen_unix_s: now_s })
-            })
+            .map(|(node_id, addr)| HostCacheEntry { node_id, addr, last_seen_unix_s: now_s })
             .collect();
         if !linked.is_empty() {
             if let Err(e) = self.db.record_peers(&linked) {
@@ -1032,10 +577,11 @@ impl Node {
                 warn!(error = %e, "host cache not pruned");
             }
         }
-        let version = self.machine.store_version();
+        let version = self.peer.overlay().store_version();
         if force || self.saved_store_version != Some(version) {
             let rows: Vec<RecordRow> = self
-                .machine
+                .peer
+                .overlay()
                 .export_records(now)
                 .into_iter()
                 .map(|(r, data)| RecordRow { resource: r.0, kind: 0, data })
@@ -1048,75 +594,9 @@ impl Node {
     }
 }
 
-/// One SIP-REGISTRATION dictionary entry for people: the node that stored
-/// it and where it points (RFC 7904 §3.2).
-fn describe_registration(e: &crate::wire::storage::DictionaryEntry) -> String {
-    let node = hex::encode(&e.key);
-    match <crate::wire::kinds::SipRegistration as crate::wire::codec::Codec>::from_bytes(&e.value.value) {
-        Ok(crate::wire::kinds::SipRegistration::Route { destination_list, .. }) => {
-            let route: Vec<String> = destination_list
-                .iter()
-                .map(|d| match d {
-                    crate::wire::types::Destination::Node(n) => n.to_string(),
-                    other => format!("{other:?}"),
-                })
-                .collect();
-            format!("node {node} route {}", route.join(" "))
-        }
-        Ok(crate::wire::kinds::SipRegistration::Uri(uri)) => {
-            format!("node {node} uri {}", String::from_utf8_lossy(&uri))
-        }
-        Ok(crate::wire::kinds::SipRegistration::Unknown { ty, .. }) => format!("node {node} unknown type {ty}"),
-        Err(e) => format!("node {node} undecodable ({e})"),
-    }
-}
-
-/// A kind's name in status output.
-pub fn kind_name(k: KindId) -> String {
-    match k.name() {
-        Some(n) => n.to_owned(),
-        None if k == KindId::CHORDPHONE_TEST => "CHORDPHONE-TEST".to_owned(),
-        None => format!("{:#x}", k.0),
-    }
-}
-
-fn control_answer(req: &ControlRequest, outcome: Outcome) -> ControlResponse {
-    match outcome {
-        Outcome::Failed(f) => ControlResponse::error(match f {
-            Failure::Error(code, reason) => format!("{code}: {reason}"),
-            Failure::Timeout => "no answer from the overlay (timeout)".to_owned(),
-            Failure::NotJoined => "the node has not joined the overlay".to_owned(),
-        }),
-        Outcome::Stored { generation, replicas } => ControlResponse::ok(json!({
-            "generation": generation,
-            "replicas": replicas.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
-        })),
-        Outcome::Fetched { values } => {
-            let vals: Vec<serde_json::Value> = values
-                .iter()
-                .filter_map(|v| match v {
-                    StoredDataValue::Single(d) if d.exists => Some(json!(String::from_utf8_lossy(&d.value))),
-                    StoredDataValue::Dictionary(e) if e.value.exists => Some(json!(describe_registration(e))),
-                    _ => None,
-                })
-                .collect();
-            match (req, vals.first()) {
-                (ControlRequest::Fetch { name, .. }, None) => {
-                    ControlResponse::error(format!("no value stored under '{name}'"))
-                }
-                (_, _) => ControlResponse::ok(json!({ "values": vals })),
-            }
-        }
-        Outcome::LookedUp { responsible, hops, route } => ControlResponse::ok(json!({
-            "responsible": responsible.to_string(),
-            "hops": hops,
-            "route": route.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
-        })),
-        Outcome::Left => ControlResponse::ok(json!({"left": true})),
-        Outcome::AppAttached { peer, application, candidates } => ControlResponse::ok(json!({
-            "peer": peer.to_string(),
-            "application": application,
-            "candidates": candidates.iter().map(|c| c.addr_port.0.to_string()).collect::<Vec<_>>(),
-        })),
+fn link_type_code(kind: LinkKind) -> OverlayLinkType {
+    match kind {
+        LinkKind::TlsTcpFhNoIce => OverlayLinkType::TLS_TCP_FH_NO_ICE,
+        LinkKind::DtlsUdpSrNoIce => OverlayLinkType::DTLS_UDP_SR_NO_ICE,
     }
 }

@@ -40,9 +40,8 @@ use super::transaction::{
     MAGIC_COOKIE, RequestDisposition, ResponseDisposition, ServerTxId, TransactionConfig, TransactionLayer, Transport,
     TransportAddr, TxEvent, TxId,
 };
-use crate::node::db::SipUser;
-use crate::wire::NodeId;
-use crate::wire::kinds::SipRegistration;
+use super::account::SipUser;
+use super::account::NodeRef;
 
 /// AORs whose serving nodes the edge remembers at most.
 const LOCATION_CACHE_ENTRIES: usize = 100_000;
@@ -50,7 +49,7 @@ const LOCATION_CACHE_ENTRIES: usize = 100_000;
 /// Configuration of one node's SIP edge.
 #[derive(Debug, Clone)]
 pub struct EdgeConfig {
-    pub node_id: NodeId,
+    pub node_id: NodeRef,
     /// The domains whose AORs this edge registers (`user@domain`); the
     /// overlay is one SIP domain, so every node normally lists the same.
     pub domains: Vec<String>,
@@ -89,7 +88,7 @@ pub struct EdgeConfig {
 impl EdgeConfig {
     /// Defaults for `domain` (also the realm): registrations 60..=3600 s,
     /// Timer C 180 s, overlay timeout 20 s.
-    pub fn new(node_id: NodeId, domain: &str, advertise: (String, u16), nonce_secret: [u8; 32]) -> EdgeConfig {
+    pub fn new(node_id: NodeRef, domain: &str, advertise: (String, u16), nonce_secret: [u8; 32]) -> EdgeConfig {
         EdgeConfig {
             node_id,
             domains: vec![domain.to_owned()],
@@ -135,8 +134,11 @@ impl fmt::Display for OverlayOpId {
 pub enum OverlayResult {
     /// A Store (or a store with exists=false) succeeded.
     Stored,
-    /// Fetch result: (dictionary key = storing node, value, exists).
-    Fetched(Vec<(NodeId, SipRegistration, bool)>),
+    /// Fetch result: the nodes serving the AOR's live registrations, in
+    /// the order the overlay returned them (empty: nobody registered it).
+    /// The usage (RFC 7904 §3.2) has already resolved each registration's
+    /// destination list to its serving node.
+    Located(Vec<NodeRef>),
     Failed(String),
 }
 
@@ -146,7 +148,7 @@ pub enum EdgeOutput {
     /// Send to a phone; for stream transports `to.flow` is the connection.
     SendLocal { to: TransportAddr, bytes: Vec<u8> },
     /// Send over the SIP connection to another node (AppAttach first if none).
-    SendNode { node: NodeId, bytes: Vec<u8> },
+    SendNode { node: NodeRef, bytes: Vec<u8> },
     /// Store SIP-REGISTRATION Route {key: this node, destinations: [this
     /// node]} under `aor` with lifetime `expires_s` (RFC 7904 §3).
     StoreRegistration { op: OverlayOpId, aor: String, expires_s: u32 },
@@ -184,7 +186,7 @@ pub struct EdgeCounters {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Source {
     Local(TransportAddr),
-    Node(NodeId),
+    Node(NodeRef),
 }
 
 /// Work waiting for the overlay.
@@ -214,7 +216,7 @@ pub(super) enum Next {
     /// A phone's contact known here.
     Contact(TransportAddr),
     /// The next Route names another node.
-    Node(NodeId),
+    Node(NodeRef),
     /// An address of record.
     Aor(String),
 }
@@ -248,8 +250,8 @@ pub struct SipEdge {
     pub(super) cancels: BTreeSet<super::transaction::ClientTxId>,
     pub(super) ops: BTreeMap<OverlayOpId, PendingOp>,
     pub(super) deadlines: BTreeSet<(Instant, Deadline)>,
-    node_flows: BTreeMap<NodeId, u64>,
-    flow_nodes: BTreeMap<u64, NodeId>,
+    node_flows: BTreeMap<NodeRef, u64>,
+    flow_nodes: BTreeMap<u64, NodeRef>,
     pub(super) learned: BTreeMap<String, Learned>,
     pub(super) out: VecDeque<EdgeOutput>,
     pub(super) counters: EdgeCounters,
@@ -349,7 +351,7 @@ impl SipEdge {
 
     /// A message from another node over the inter-node SIP connection
     /// (authenticated by node certificates: requests are trusted).
-    pub fn handle_node(&mut self, now: Instant, wall_ms: u64, from: NodeId, bytes: &[u8]) {
+    pub fn handle_node(&mut self, now: Instant, wall_ms: u64, from: NodeRef, bytes: &[u8]) {
         match SipMessage::parse(bytes) {
             Err(ParseError::Empty) => {}
             Err(e) => self.malformed(bytes, &e, Source::Node(from)),
@@ -381,7 +383,7 @@ impl SipEdge {
 
     /// The runtime could not reach `node` (AppAttach or send failed): its
     /// branches fail as if it answered 503 (RFC 7904 §4 then yields 480).
-    pub fn handle_node_unreachable(&mut self, now: Instant, wall_ms: u64, node: NodeId) {
+    pub fn handle_node_unreachable(&mut self, now: Instant, wall_ms: u64, node: NodeRef) {
         let _ = wall_ms;
         self.fail_branches(|t| *t == Target::Node(node));
         self.settle(now);
@@ -767,7 +769,7 @@ impl SipEdge {
         }
     }
 
-    pub(super) fn node_addr(&mut self, node: NodeId) -> TransportAddr {
+    pub(super) fn node_addr(&mut self, node: NodeRef) -> TransportAddr {
         let flow = match self.node_flows.get(&node) {
             Some(&f) => f,
             None => {
@@ -937,9 +939,9 @@ impl SipEdge {
 }
 
 /// The Node-ID a `sip:NODEIDHEX@…` URI names.
-pub(super) fn node_of(uri: &SipUri) -> Option<NodeId> {
+pub(super) fn node_of(uri: &SipUri) -> Option<NodeRef> {
     let user = uri.user_name()?;
-    (user.len() == 32).then(|| NodeId::from_hex(user).ok()).flatten()
+    (user.len() == 32).then(|| NodeRef::from_hex(user)).flatten()
 }
 
 /// Builds the error response for a request `SipMessage::parse` refused,

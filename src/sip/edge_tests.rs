@@ -11,9 +11,8 @@ use super::digest::{self, Credentials, DigestAlgorithm, NonceCount, Qop};
 use super::edge::{EdgeConfig, EdgeOutput, OverlayResult, SipEdge};
 use super::message::{Method, SipMessage, StatusCode};
 use super::transaction::{Transport, TransportAddr};
-use crate::node::db::SipUser;
-use crate::wire::kinds::SipRegistration;
-use crate::wire::{Destination, NodeId};
+use super::account::SipUser;
+use super::account::NodeRef;
 
 const DOMAIN: &str = "chordphone.test";
 const SDP: &str = "v=0\r\no=alice 2890844526 2890844526 IN IP4 192.168.1.20\r\ns=baresip\r\nc=IN IP4 192.168.1.20\r\n\
@@ -26,8 +25,8 @@ fn fresh() -> u32 {
     N.fetch_add(1, Ordering::Relaxed)
 }
 
-fn node(i: u128) -> NodeId {
-    NodeId::from_u128(0x1111_0000_0000_0000_0000_0000_0000_0000 * i + i)
+fn node(i: u128) -> NodeRef {
+    NodeRef::from_u128(0x1111_0000_0000_0000_0000_0000_0000_0000 * i + i)
 }
 
 fn udp(addr: &str) -> TransportAddr {
@@ -98,12 +97,12 @@ fn reply(req: &SipMessage, code: u16, tag: &str, contact: Option<&str>, body: &s
 
 struct Net {
     edges: Vec<SipEdge>,
-    ids: Vec<NodeId>,
-    overlay: HashMap<String, BTreeMap<NodeId, (SipRegistration, bool)>>,
+    ids: Vec<NodeRef>,
+    overlay: HashMap<String, BTreeMap<NodeRef, bool>>,
     fail_stores: bool,
     /// Node-to-node messages not delivered (to play an unreachable node).
     cut: bool,
-    held: Vec<(usize, NodeId, Vec<u8>)>,
+    held: Vec<(usize, NodeRef, Vec<u8>)>,
     /// Overlay Fetches the edges asked for.
     fetches: usize,
     now: Instant,
@@ -183,16 +182,14 @@ impl Net {
                 let result = if self.fail_stores {
                     OverlayResult::Failed("no replica answered".into())
                 } else {
-                    let reg =
-                        SipRegistration::Route { contact_prefs: vec![], destination_list: vec![Destination::Node(me)] };
-                    self.overlay.entry(aor).or_default().insert(me, (reg, true));
+                    self.overlay.entry(aor).or_default().insert(me, true);
                     OverlayResult::Stored
                 };
                 self.edges[i].handle_overlay(now, wall, op, result);
             }
             EdgeOutput::RemoveRegistration { op, aor } => {
                 if let Some(e) = self.overlay.get_mut(&aor).and_then(|m| m.get_mut(&me)) {
-                    e.1 = false;
+                    *e = false;
                 }
                 self.edges[i].handle_overlay(now, wall, op, OverlayResult::Stored);
             }
@@ -201,9 +198,9 @@ impl Net {
                 let entries = self
                     .overlay
                     .get(&aor)
-                    .map(|m| m.iter().map(|(k, (r, e))| (*k, r.clone(), *e)).collect())
+                    .map(|m| m.iter().filter(|(_, live)| **live).map(|(k, _)| *k).collect())
                     .unwrap_or_default();
-                self.edges[i].handle_overlay(now, wall, op, OverlayResult::Fetched(entries));
+                self.edges[i].handle_overlay(now, wall, op, OverlayResult::Located(entries));
             }
         }
     }
@@ -249,7 +246,7 @@ impl Net {
     }
 
     fn registered(&self, aor: &str, node: usize) -> bool {
-        self.overlay.get(aor).and_then(|m| m.get(&self.ids[node])).is_some_and(|e| e.1)
+        self.overlay.get(aor).and_then(|m| m.get(&self.ids[node])).is_some_and(|e| *e)
     }
 }
 
@@ -723,8 +720,7 @@ fn unregistered_aor_is_404_and_stale_record_is_480() {
     assert_eq!(net.got(alice(), "404").cseq().method, Method::Invite);
 
     // Dave's record names B, but B has no binding for him.
-    let reg = SipRegistration::Route { contact_prefs: vec![], destination_list: vec![Destination::Node(net.ids[1])] };
-    net.overlay.entry("dave@chordphone.test".into()).or_default().insert(net.ids[1], (reg, true));
+    net.overlay.entry("dave@chordphone.test".into()).or_default().insert(net.ids[1], true);
     call(&mut net, "dave");
     let r = net.got(alice(), "480");
     assert_eq!(r.reason(), Some("No binding here (stale registration)"));

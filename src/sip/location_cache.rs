@@ -12,14 +12,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::wire::NodeId;
+use super::account::NodeRef;
 
 /// AOR → serving nodes, each entry valid for a fixed time.
 #[derive(Debug)]
 pub struct LocationCache {
     ttl: Duration,
     max_entries: usize,
-    entries: HashMap<String, (Instant, Vec<NodeId>)>,
+    entries: HashMap<String, (Instant, Vec<NodeRef>)>,
     /// (expiry, AOR) in insertion order: all entries live the same `ttl`,
     /// so the front expires first. Entries replaced or forgotten leave a
     /// stale pair here that is skipped when it reaches the front.
@@ -34,7 +34,7 @@ impl LocationCache {
     }
 
     /// The serving nodes of `aor` if known and still fresh at `now`.
-    pub fn get(&self, now: Instant, aor: &str) -> Option<&[NodeId]> {
+    pub fn get(&self, now: Instant, aor: &str) -> Option<&[NodeRef]> {
         match self.entries.get(aor) {
             Some((until, nodes)) if *until > now && !nodes.is_empty() => Some(nodes),
             _ => None,
@@ -43,7 +43,7 @@ impl LocationCache {
 
     /// Remembers that `aor` is served by `nodes` (ignored when empty or
     /// when the cache is disabled).
-    pub fn put(&mut self, now: Instant, aor: &str, nodes: Vec<NodeId>) {
+    pub fn put(&mut self, now: Instant, aor: &str, nodes: Vec<NodeRef>) {
         if self.ttl.is_zero() || self.max_entries == 0 || nodes.is_empty() {
             return;
         }
@@ -100,8 +100,8 @@ impl LocationCache {
 mod tests {
     use super::*;
 
-    fn n(b: u8) -> NodeId {
-        NodeId([b; 16])
+    fn n(b: u8) -> NodeRef {
+        NodeRef([b; 16])
     }
 
     #[test]

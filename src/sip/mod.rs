@@ -1,5 +1,9 @@
 //! The SIP edge (sans-IO): message framing, RFC 3261 transactions, digest
-//! authentication. The runtime (`crate::node`) owns the sockets.
+//! authentication, the registrar and the proxy. It knows neither RELOAD nor
+//! the runtime: the RFC 7904 usage (`crate::usage`) connects it to the
+//! overlay and the runtime owns the sockets.
+
+pub mod account;
 
 pub mod digest;
 pub mod edge;
@@ -9,6 +13,8 @@ pub mod message;
 pub mod proxy;
 pub mod registrar;
 pub mod transaction;
+
+pub use account::{NodeRef, SipUser};
 
 #[cfg(test)]
 mod edge_tests;

@@ -19,8 +19,7 @@ use super::edge::{Deadline, EdgeOutput, OverlayOpId, OverlayResult, PendingOp, S
 use super::message::{Method, ParseError, SipMessage, StatusCode, Uri};
 use super::registrar::status;
 use super::transaction::{ClientTxId, MAGIC_COOKIE, ServerTxId, Transport, TransportAddr, TxError, TxId};
-use crate::wire::kinds::SipRegistration;
-use crate::wire::{Destination, NodeId};
+use super::account::NodeRef;
 
 /// Where one branch goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +28,7 @@ pub(super) enum Target {
     /// §16.6 step 2) or keeps it (`None`: in-dialog, already the contact).
     Local { to: TransportAddr, uri: Option<Uri> },
     /// Another node, Request-URI unchanged.
-    Node(NodeId),
+    Node(NodeRef),
 }
 
 /// A branch's final outcome.
@@ -121,7 +120,7 @@ impl SipEdge {
         if let Some(p) = self.proxies.get_mut(&pid) {
             p.looked_up = Some(aor.clone());
         }
-        if let Some(nodes) = self.locations.get(now, &aor).map(<[NodeId]>::to_vec) {
+        if let Some(nodes) = self.locations.get(now, &aor).map(<[NodeRef]>::to_vec) {
             debug!(%aor, nodes = nodes.len(), "serving nodes known from a recent fetch");
             return self.fork_to_nodes(now, pid, nodes);
         }
@@ -179,8 +178,8 @@ impl SipEdge {
         if p.final_sent || p.cancelled {
             return self.maybe_reap(pid);
         }
-        let entries = match result {
-            OverlayResult::Fetched(entries) => entries,
+        let located = match result {
+            OverlayResult::Located(nodes) => nodes,
             OverlayResult::Failed(e) => {
                 let reason = format!("overlay fetch failed: {e}");
                 return self.generate_final(now, pid, StatusCode::SERVICE_UNAVAILABLE, Some(reason));
@@ -190,24 +189,9 @@ impl SipEdge {
                 return self.generate_final(now, pid, StatusCode::SERVER_ERROR, reason);
             }
         };
-        let mut nodes: Vec<NodeId> = Vec::new();
-        let mut exists = false;
-        for (key, reg, live) in entries {
-            if !live {
-                continue;
-            }
-            exists = true;
-            // RFC 7904 §3.2: the device is reached through the destination
-            // list; its last Node entry is the serving node.
-            let SipRegistration::Route { destination_list, .. } = reg else { continue };
-            let node = destination_list
-                .iter()
-                .rev()
-                .find_map(|d| match d {
-                    Destination::Node(n) => Some(*n),
-                    _ => None,
-                })
-                .unwrap_or(key);
+        let exists = !located.is_empty();
+        let mut nodes: Vec<NodeRef> = Vec::new();
+        for node in located {
             // Our own entry without a local binding is stale: skip it.
             if node != self.cfg.node_id && !nodes.contains(&node) {
                 nodes.push(node);
@@ -227,7 +211,7 @@ impl SipEdge {
         self.fork_to_nodes(now, pid, nodes);
     }
 
-    fn fork_to_nodes(&mut self, now: Instant, pid: u64, nodes: Vec<NodeId>) {
+    fn fork_to_nodes(&mut self, now: Instant, pid: u64, nodes: Vec<NodeRef>) {
         for n in nodes {
             self.fork(now, pid, Target::Node(n));
         }
@@ -657,7 +641,7 @@ mod tests {
             branches: outs
                 .into_iter()
                 .map(|outcome| Branch {
-                    target: Target::Node(NodeId::from_u128(1)),
+                    target: Target::Node(NodeRef::from_u128(1)),
                     client: None,
                     outcome,
                     cancel_sent: false,

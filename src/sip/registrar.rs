@@ -18,7 +18,7 @@ use tracing::{debug, warn};
 
 use super::edge::{Deadline, EdgeOutput, OverlayResult, PendingOp, SipEdge};
 use super::transaction::{ServerTxId, TransportAddr};
-use crate::node::db::SipUser;
+use super::account::SipUser;
 
 /// One contact bound to an address of record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -438,7 +438,7 @@ impl SipEdge {
                 warn!(aor = %plan.aor, %reason, "REGISTER refused");
                 self.reply(now, server, req, StatusCode::SERVER_ERROR, Some(&reason), &[]);
             }
-            OverlayResult::Fetched(_) => {
+            OverlayResult::Located(_) => {
                 self.counters.register_fail += 1;
                 let why = Some("overlay store failed: unexpected fetch result");
                 self.reply(now, server, req, StatusCode::SERVER_ERROR, why, &[]);

@@ -9,9 +9,9 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand};
 
-use super::config::NodePaths;
-use super::control::{self, ControlRequest, ControlResponse};
-use super::runtime::{self, RunOptions};
+use crate::node::config::NodePaths;
+use crate::node::control::{self, ControlRequest, ControlResponse};
+use crate::node::runtime::{self, RunOptions};
 
 /// Where a node keeps its state unless told otherwise (systemd's
 /// `StateDirectory=chordphone`).
@@ -192,9 +192,9 @@ pub fn lookup(args: NameArgs) -> anyhow::Result<()> {
 
 // ---- overlay administration and enrollment ----
 
-use super::db::{NodeDb, StoredIdentity};
-use super::enroll::{self, EnrollServerConfig, EnrollUsers, Enrollment};
-use super::overlay_doc::OverlayDocument;
+use crate::node::db::{NodeDb, StoredIdentity};
+use crate::node::enroll::{self, EnrollServerConfig, EnrollUsers, Enrollment};
+use crate::node::overlay_doc::OverlayDocument;
 use crate::security::{KeyAlgorithm, KeyPair, OverlayCa};
 
 /// Files of an overlay directory (kept by the overlay's operator).
@@ -365,7 +365,7 @@ fn overlay_init(a: OverlayInitArgs) -> anyhow::Result<()> {
     doc.chord_update_interval_s = a.update_interval.max(1);
     doc.chord_ping_interval_s = a.ping_interval.max(1);
     if !a.links.is_empty() {
-        doc.link_types = a.links.iter().map(|l| super::overlay_doc::LinkType::parse(l)).collect();
+        doc.link_types = a.links.iter().map(|l| crate::node::overlay_doc::LinkType::parse(l)).collect();
     }
     let xml = doc.sign(&ca)?;
     write_private(&dir.ca_key(), &ca.key().to_pkcs8_der())?;
@@ -462,7 +462,8 @@ pub fn enroll(a: EnrollArgs) -> anyhow::Result<()> {
 
 // ---- SIP accounts ----
 
-use super::db::SipUser;
+use crate::node::accounts::{UserIdentityRecord, delete_account, save_account};
+use crate::sip::SipUser;
 use base64::Engine as _;
 
 #[derive(Subcommand, Debug)]
@@ -517,45 +518,6 @@ pub struct UserRemoveArgs {
     pub aor: String,
     #[arg(long, env = "CHORDPHONE_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
-}
-
-/// The database key of a user's certificate and key.
-fn user_identity_key(aor: &str) -> String {
-    format!("user-identity:{aor}")
-}
-
-/// Stored form of a user identity: base64 key and certificate.
-#[derive(serde::Serialize, serde::Deserialize)]
-pub struct UserIdentityRecord {
-    pub key_b64: String,
-    pub cert_b64: String,
-}
-
-impl UserIdentityRecord {
-    /// (PKCS#8 key, DER certificate), or `None` when either is not base64.
-    pub fn decode(&self) -> Option<(Vec<u8>, Vec<u8>)> {
-        let b64 = base64::engine::general_purpose::STANDARD;
-        Some((b64.decode(&self.key_b64).ok()?, b64.decode(&self.cert_b64).ok()?))
-    }
-}
-
-/// Writes a SIP account and its user identity (the CLI with the node
-/// stopped, or the running node).
-pub fn save_account(db: &NodeDb, account: &SipUser, record: &UserIdentityRecord) -> anyhow::Result<()> {
-    db.put_meta(&user_identity_key(&account.aor), &serde_json::to_vec(record)?)?;
-    db.put_sip_user(account)?;
-    Ok(())
-}
-
-/// Deletes a SIP account and its identity; whether the account existed.
-pub fn delete_account(db: &NodeDb, aor: &str) -> anyhow::Result<bool> {
-    db.put_meta(&user_identity_key(aor), b"")?;
-    Ok(db.remove_sip_user(aor)?)
-}
-
-/// The stored user identity of an account, if it has a readable one.
-pub fn account_identity(db: &NodeDb, aor: &str) -> Option<UserIdentityRecord> {
-    db.meta(&user_identity_key(aor)).ok().flatten().and_then(|b| serde_json::from_slice(&b).ok())
 }
 
 fn control_reachable(data_dir: &Path) -> bool {
@@ -626,7 +588,7 @@ fn user_add(a: UserAddArgs) -> anyhow::Result<String> {
         bail!("the password is empty");
     }
     let paths = NodePaths { data_dir: a.data_dir.clone() };
-    let settings = super::config::LocalSettings::load(&paths)?;
+    let settings = crate::node::config::LocalSettings::load(&paths)?;
     let realm = settings.sip.realm.clone().unwrap_or_else(|| domain.to_owned());
     let running = control_reachable(&a.data_dir);
     let node_id = if running {

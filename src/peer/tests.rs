@@ -1,0 +1,1 @@
+//! Peers driven against each other in memory.
