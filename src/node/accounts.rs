@@ -45,4 +45,3 @@ pub fn delete_account(db: &NodeDb, aor: &str) -> anyhow::Result<bool> {
 pub fn account_identity(db: &NodeDb, aor: &str) -> Option<UserIdentityRecord> {
     db.meta(&user_identity_key(aor)).ok().flatten().and_then(|b| serde_json::from_slice(&b).ok())
 }
-

@@ -150,7 +150,9 @@ impl Node {
         let links: Vec<serde_json::Value> = self
             .peer
             .links()
-            .filter_map(|(n, id)| self.links.get(&id).map(|l| json!({"peer": n.to_string(), "remote": l.remote.to_string()})))
+            .filter_map(|(n, id)| {
+                self.links.get(&id).map(|l| json!({"peer": n.to_string(), "remote": l.remote.to_string()}))
+            })
             .collect();
         json!({
             "node_id": self.id.to_string(),
@@ -249,7 +251,6 @@ impl Node {
         }
         let _ = self.metrics_tx.send(s);
     }
-
 }
 
 /// A kind's name in status output.

@@ -71,7 +71,6 @@ struct Setup {
     machine: OverlayNode,
 }
 
-
 /// Runs a node until SIGTERM/SIGINT (then leaves gracefully) or a fatal error.
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let setup = prepare(&opts)?;
@@ -151,7 +150,6 @@ fn pick_link(doc: &OverlayDocument, wanted: Option<&str>) -> anyhow::Result<Link
             .ok_or_else(|| anyhow!("the overlay configuration names no link type this node supports")),
     }
 }
-
 
 /// A link as the loop holds it.
 pub(super) struct LinkEntry {
@@ -255,7 +253,8 @@ impl Node {
             }
         }
         let (sip_tx, sip_rx) = mpsc::channel(depth);
-        let sip_start = sip_glue::start_sip(&paths, &settings, &doc, &db, &sec, node_id, client, advertise, sip_tx).await?;
+        let sip_start =
+            sip_glue::start_sip(&paths, &settings, &doc, &db, &sec, node_id, client, advertise, sip_tx).await?;
         let (sip, edge) = match sip_start {
             Some((sockets, edge, app)) => {
                 machine.set_app_candidates(app);

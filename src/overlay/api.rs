@@ -9,9 +9,10 @@
 
 use std::time::Duration;
 
+pub use crate::storage::{AccessPolicy, KindPolicy};
 use crate::wire::attach::IceCandidate;
 use crate::wire::error::ErrorCode;
-use crate::wire::storage::{DataModel, StoredDataValue};
+use crate::wire::storage::StoredDataValue;
 use crate::wire::{KindId, NodeId, ResourceId};
 
 /// Identifies a command; it comes back in [`Event::Completed`].
@@ -55,27 +56,6 @@ pub struct OverlayConfig {
     pub app_candidates: Vec<(u16, Vec<IceCandidate>)>,
 }
 
-/// A kind's definition in the overlay configuration (§11.1 kind-block).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KindPolicy {
-    pub kind: KindId,
-    pub model: DataModel,
-    pub access: AccessPolicy,
-    pub max_count: u32,
-    pub max_size: u32,
-    /// For NODE-MULTIPLE (§7.3.4).
-    pub max_node_multiple: u32,
-}
-
-/// Access control policies (§7.3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AccessPolicy {
-    UserMatch,
-    NodeMatch,
-    UserNodeMatch,
-    NodeMultiple,
-}
-
 impl Default for OverlayConfig {
     fn default() -> Self {
         OverlayConfig {
@@ -96,27 +76,6 @@ impl Default for OverlayConfig {
             candidates: Vec::new(),
             app_candidates: Vec::new(),
         }
-    }
-}
-
-impl KindPolicy {
-    /// The kinds of RFC 6940 §8–§9 and RFC 7904, plus chordphone's test kind.
-    pub fn standard() -> Vec<KindPolicy> {
-        let k = |kind, model, access, max_count, max_size| KindPolicy {
-            kind,
-            model,
-            access,
-            max_count,
-            max_size,
-            max_node_multiple: 20,
-        };
-        vec![
-            k(KindId::SIP_REGISTRATION, DataModel::Dictionary, AccessPolicy::UserNodeMatch, 64, 4096),
-            k(KindId::TURN_SERVICE, DataModel::Single, AccessPolicy::NodeMultiple, 1, 64),
-            k(KindId::CERTIFICATE_BY_NODE, DataModel::Array, AccessPolicy::NodeMatch, 8, 8192),
-            k(KindId::CERTIFICATE_BY_USER, DataModel::Array, AccessPolicy::UserMatch, 8, 8192),
-            k(KindId::CHORDPHONE_TEST, DataModel::Single, AccessPolicy::UserMatch, 1, 4096),
-        ]
     }
 }
 

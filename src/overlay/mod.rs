@@ -4,7 +4,7 @@
 pub mod api;
 pub mod cert_crypto;
 pub mod chord;
-pub mod crypto;
+pub use crate::security::seam as crypto;
 mod handlers;
 mod maintain;
 pub mod node;

@@ -74,16 +74,25 @@ pub enum PeerEvent {
     /// Open an overlay link to `addr`; `expect` is the Node-ID the link's
     /// certificate must carry (unknown for bootstrap peers). Report it with
     /// [`Peer::handle_link_opened`] or [`Peer::handle_dial_failed`].
-    Dial { dial: DialId, addr: SocketAddr, expect: Option<NodeId> },
+    Dial {
+        dial: DialId,
+        addr: SocketAddr,
+        expect: Option<NodeId>,
+    },
     /// Close this link (the overlay no longer needs it, or a duplicate lost).
-    CloseLink { link: LinkId },
+    CloseLink {
+        link: LinkId,
+    },
     Joined,
     /// Lost every successor; re-joining.
     Rejoining,
     /// A graceful leave finished.
     Left,
     /// A command the owner gave through [`Peer::command`] completed.
-    Completed { id: RequestId, outcome: Outcome },
+    Completed {
+        id: RequestId,
+        outcome: Outcome,
+    },
     /// SIP traffic to carry (phones, other nodes) or a node to dial for SIP.
     Sip(UsageEvent),
 }

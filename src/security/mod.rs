@@ -10,6 +10,7 @@ mod ca;
 mod cert;
 mod error;
 mod keys;
+pub mod seam;
 mod sign;
 
 pub use ca::{OverlayCa, self_signed_certificate};

@@ -32,6 +32,8 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tracing::{debug, info_span, trace, warn};
 
+use super::account::NodeRef;
+use super::account::SipUser;
 use super::digest::{self, NonceKeeper};
 use super::message::{Host, Method, ParseError, SipMessage, SipUri, StatusCode, Uri, Via, expand_compact};
 use super::proxy::{ProxyTx, Target};
@@ -40,8 +42,6 @@ use super::transaction::{
     MAGIC_COOKIE, RequestDisposition, ResponseDisposition, ServerTxId, TransactionConfig, TransactionLayer, Transport,
     TransportAddr, TxEvent, TxId,
 };
-use super::account::SipUser;
-use super::account::NodeRef;
 
 /// AORs whose serving nodes the edge remembers at most.
 const LOCATION_CACHE_ENTRIES: usize = 100_000;

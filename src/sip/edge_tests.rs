@@ -7,12 +7,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use super::account::NodeRef;
+use super::account::SipUser;
 use super::digest::{self, Credentials, DigestAlgorithm, NonceCount, Qop};
 use super::edge::{EdgeConfig, EdgeOutput, OverlayResult, SipEdge};
 use super::message::{Method, SipMessage, StatusCode};
 use super::transaction::{Transport, TransportAddr};
-use super::account::SipUser;
-use super::account::NodeRef;
 
 const DOMAIN: &str = "chordphone.test";
 const SDP: &str = "v=0\r\no=alice 2890844526 2890844526 IN IP4 192.168.1.20\r\ns=baresip\r\nc=IN IP4 192.168.1.20\r\n\

@@ -15,11 +15,11 @@ use std::time::Instant;
 
 use tracing::{Span, debug, trace};
 
+use super::account::NodeRef;
 use super::edge::{Deadline, EdgeOutput, OverlayOpId, OverlayResult, PendingOp, SipEdge, Source};
 use super::message::{Method, ParseError, SipMessage, StatusCode, Uri};
 use super::registrar::status;
 use super::transaction::{ClientTxId, MAGIC_COOKIE, ServerTxId, Transport, TransportAddr, TxError, TxId};
-use super::account::NodeRef;
 
 /// Where one branch goes.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,9 +16,9 @@ use super::digest::{self, AuthResult, DigestAlgorithm, FailReason, NonceKeeper};
 use super::message::{Contacts, Host, NameAddr, SipMessage, SipUri, StatusCode, Uri};
 use tracing::{debug, warn};
 
+use super::account::SipUser;
 use super::edge::{Deadline, EdgeOutput, OverlayResult, PendingOp, SipEdge};
 use super::transaction::{ServerTxId, TransportAddr};
-use super::account::SipUser;
 
 /// One contact bound to an address of record.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,8 +3,8 @@
 //!
 //! H is the overlay's hash ([`ResourceId::from_name`], CHORD-RELOAD §10.2).
 
-use crate::overlay::api::{AccessPolicy, KindPolicy};
-use crate::overlay::crypto::Signer;
+use super::policy::{AccessPolicy, KindPolicy};
+use crate::security::seam::Signer;
 use crate::wire::kinds::turn_service_resource;
 use crate::wire::storage::StoredDataValue;
 use crate::wire::{NodeId, ResourceId};

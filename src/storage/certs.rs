@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use sha1::Sha1;
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
-use crate::overlay::crypto::Signer;
+use crate::security::seam::Signer;
 use crate::wire::security_block::{GenericCertificate, SignerIdentity};
 
 /// Names a certificate in the pool: SHA-256 of its type and bytes.

@@ -9,6 +9,7 @@
 
 mod access;
 mod certs;
+mod policy;
 mod query;
 mod store;
 mod verify;
@@ -19,6 +20,7 @@ pub(crate) mod testing;
 mod tests;
 
 pub use access::authorized;
+pub use policy::{AccessPolicy, KindPolicy};
 pub use query::MAX_SYNTHESIZED;
 pub use store::{DataStore, RecordView};
 pub use verify::{VerifiedStore, verify_store};

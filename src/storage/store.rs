@@ -9,8 +9,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::certs::{CertKey, CertPool, cert_key};
+use super::policy::KindPolicy;
 use super::verify::{VerifiedKind, VerifiedStore};
-use crate::overlay::api::KindPolicy;
 use crate::wire::error::{ErrorCode, ErrorResponse};
 use crate::wire::security_block::GenericCertificate;
 use crate::wire::storage::{

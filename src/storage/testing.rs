@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
+use super::policy::{AccessPolicy, KindPolicy};
 use super::verify::{VerifiedStore, verify_store};
-use crate::overlay::api::{AccessPolicy, KindPolicy};
-use crate::overlay::crypto::{OverlayCrypto, Signer};
+use crate::security::seam::{OverlayCrypto, Signer};
 use crate::wire::security_block::{
     GenericCertificate, SecurityBlock, Signature, SignatureAndHashAlgorithm, SignerIdentity,
 };

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use super::store::{DataStore, RecordView};
 use super::testing::*;
 use super::{set_replicas, verify_store};
-use crate::overlay::crypto::OverlayCrypto;
+use crate::security::seam::OverlayCrypto;
 use crate::wire::error::{ErrorCode, ErrorResponse};
 use crate::wire::security_block::{SecurityBlock, Signature};
 use crate::wire::storage::{ArrayEntry, ArrayRange, StoreAns, StoreKindResponse, StoredData, StoredDataValue};

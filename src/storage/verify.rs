@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 
 use super::access::authorized;
 use super::certs::certs_for;
-use crate::overlay::api::KindPolicy;
-use crate::overlay::crypto::{OverlayCrypto, Signer};
+use super::policy::KindPolicy;
+use crate::security::seam::{OverlayCrypto, Signer};
 use crate::wire::error::{ErrorCode, ErrorResponse};
 use crate::wire::security_block::{GenericCertificate, SecurityBlock, SignatureAndHashAlgorithm};
 use crate::wire::storage::{StoreKindData, StoreReq, StoredData};

@@ -98,7 +98,9 @@ impl SipUsage {
     ) -> Option<Outcome> {
         let Some(op) = self.pending.remove(&id) else { return Some(outcome) };
         match (op, outcome) {
-            (UsageOp::Store(op), Outcome::Stored { .. }) => edge.handle_overlay(now, wall_ms, op, OverlayResult::Stored),
+            (UsageOp::Store(op), Outcome::Stored { .. }) => {
+                edge.handle_overlay(now, wall_ms, op, OverlayResult::Stored)
+            }
             (UsageOp::Fetch(op), Outcome::Fetched { values }) => {
                 edge.handle_overlay(now, wall_ms, op, OverlayResult::Located(serving_nodes(&values)));
             }
@@ -108,7 +110,9 @@ impl SipUsage {
                     _ => self.node_failed(now, wall_ms, node, "no usable SIP candidate in the AppAttach answer", edge),
                 }
             }
-            (UsageOp::Attach(node), Outcome::Failed(f)) => self.node_failed(now, wall_ms, node, &failure_text(&f), edge),
+            (UsageOp::Attach(node), Outcome::Failed(f)) => {
+                self.node_failed(now, wall_ms, node, &failure_text(&f), edge)
+            }
             (UsageOp::Store(op) | UsageOp::Fetch(op), Outcome::Failed(f)) => {
                 edge.handle_overlay(now, wall_ms, op, OverlayResult::Failed(failure_text(&f)));
             }

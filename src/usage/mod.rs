@@ -15,8 +15,8 @@
 //! [`SipEdge`]: crate::sip::edge::SipEdge
 //! [`OverlayNode`]: crate::overlay::OverlayNode
 
-pub mod records;
 mod glue;
+pub mod records;
 
 pub use glue::{SipUsage, UsageEvent};
 pub use records::{

@@ -4,9 +4,9 @@ use std::net::SocketAddr;
 
 use crate::overlay::Command;
 use crate::sip::NodeRef;
+use crate::wire::WireError;
 use crate::wire::attach::{IceCandidate, OverlayLinkType};
 use crate::wire::codec::Codec;
-use crate::wire::WireError;
 use crate::wire::kinds::SipRegistration;
 use crate::wire::storage::{DataValue, DictionaryEntry, StoredDataValue};
 use crate::wire::types::Destination;

@@ -1,4 +1,5 @@
-//! How the overlay machine signs and verifies, injected so the simulator
+//! The crypto seam: how the overlay machine and its store sign and verify,
+//! injected so the simulator
 //! can trade real signatures for a cheap stand-in at very large N.
 
 use crate::wire::security_block::{GenericCertificate, SecurityBlock};
