@@ -461,7 +461,7 @@ impl Node {
                 }
             }
             PeerEvent::Joined => self.persist(false),
-            PeerEvent::Rejoining | PeerEvent::Left => {}
+            PeerEvent::Rejoining | PeerEvent::Left | PeerEvent::JoinFailed { .. } => {}
             PeerEvent::Completed { id, outcome } => {
                 if let Some((reply, req)) = self.pending.remove(&id) {
                     let _ = reply.send(super::ops::control_answer(&req, outcome));

@@ -86,6 +86,10 @@ pub enum PeerEvent {
     Joined,
     /// Lost every successor; re-joining.
     Rejoining,
+    /// A Join failed; the peer bootstraps again after a back-off.
+    JoinFailed {
+        reason: String,
+    },
     /// A graceful leave finished.
     Left,
     /// A command the owner gave through [`Peer::command`] completed.
@@ -424,6 +428,7 @@ impl Peer {
                 Some(OwnOp::Join) => {
                     if let Outcome::Failed(f) = outcome {
                         warn!(failure = ?f, "join failed; bootstrapping again");
+                        self.events.push_back(PeerEvent::JoinFailed { reason: format!("{f:?}") });
                         if self.state != PeerState::Leaving && self.state != PeerState::Joined {
                             self.state = PeerState::Bootstrapping;
                             self.boot.schedule(now);

@@ -11,7 +11,7 @@ use std::collections::BinaryHeap;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::wire::NodeId;
+use crate::peer::DialId;
 
 /// Index of a node in the simulation's slot table. Slots are never reused,
 /// so a stale event naming a dead node's slot is recognised as such.
@@ -27,14 +27,14 @@ pub const US_PER_S: Micros = 1_000_000;
 pub enum Ev {
     /// Bytes `from` sent arrive at `to`.
     Deliver { to: SlotId, from: SlotId, bytes: Vec<u8> },
-    /// The link `a` asked for (Event::Connect) comes up at both ends.
-    LinkUp { a: SlotId, b: SlotId },
-    /// `at` learns that its link to `peer` is gone (or never came up).
-    LinkDown { at: SlotId, peer: NodeId },
+    /// The link `a` dialed (`dial`) comes up at both ends.
+    LinkUp { a: SlotId, b: SlotId, dial: DialId },
+    /// `a`'s dial found nobody (dead, unreachable, no such address).
+    DialFailed { a: SlotId, dial: DialId },
+    /// `at` learns that its link to `peer` is gone.
+    LinkDown { at: SlotId, peer: SlotId },
     /// A node's own timer (lazily cancelled: see `Slot::timer_at`).
     Timer { slot: SlotId },
-    /// A newcomer's link to its bootstrap peer comes up; it then joins.
-    Bootstrap { slot: SlotId, via: SlotId },
     /// A leaving node is gone; its links close gracefully.
     Retire { slot: SlotId },
     /// A scenario step (churn, workload, checks).

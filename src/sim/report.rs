@@ -320,7 +320,7 @@ pub(super) fn build(sim: &Simulation, ring: RingCheck) -> SimReport {
     r.failures = m.failures.clone();
     let mut totals = m.departed_totals;
     for s in sim.alive.values() {
-        if let Some(node) = sim.slot(*s).and_then(|sl| sl.node.as_deref()) {
+        if let Some(node) = sim.slot(*s).and_then(|sl| sl.overlay()) {
             totals.add(&node.counters());
         }
     }
