@@ -5,6 +5,8 @@
 // Nothing read from the network or typed by a user may panic the process.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
+pub mod link;
+pub mod nat;
 pub mod node;
 pub mod overlay;
 pub mod security;
