@@ -18,6 +18,7 @@ use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
 use openssl::x509::X509;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::mpsc;
 use tokio_openssl::SslStream;
 
 const OVERLAY: &str = "links.example.org";
@@ -63,7 +64,11 @@ async fn accept(l: &mut LinkListener) -> Link {
 }
 
 async fn next_event(link: &mut Link) -> LinkEvent {
-    tokio::time::timeout(LIMIT, link.rx.recv()).await.expect("no event in time").expect("event channel closed")
+    next_event_on(&mut link.rx).await
+}
+
+async fn next_event_on(rx: &mut mpsc::Receiver<LinkEvent>) -> LinkEvent {
+    tokio::time::timeout(LIMIT, rx.recv()).await.expect("no event in time").expect("event channel closed")
 }
 
 async fn next_message(link: &mut Link) -> Vec<u8> {
@@ -74,17 +79,20 @@ async fn next_message(link: &mut Link) -> Vec<u8> {
 }
 
 async fn closed_reason(link: &mut Link) -> String {
+    closed_reason_on(&mut link.rx).await
+}
+
+async fn closed_reason_on(rx: &mut mpsc::Receiver<LinkEvent>) -> String {
     loop {
-        if let LinkEvent::Closed(why) = next_event(link).await {
+        if let LinkEvent::Closed(why) = next_event_on(rx).await {
             return why;
         }
     }
 }
 
-/// Drops the link's sender (swapping in one for a dead channel), which
-/// closes the link.
-fn close(link: &mut Link) {
-    link.tx = tokio::sync::mpsc::channel(1).0;
+/// Drops the link's sender, which closes the link; its events go on.
+fn close(link: Link) -> mpsc::Receiver<LinkEvent> {
+    link.rx
 }
 
 /// Waits (bounded) for a counter the listener updates from another task.
@@ -149,8 +157,8 @@ async fn tls_link_carries_messages_both_ways() {
     assert_eq!(a.kind, LinkKind::TlsTcpFhNoIce);
     exchange(&mut a, &mut b, 100, |i| if i == 50 { 4000 } else { 10 + i * 7 }).await;
     // Dropping the sender closes the link: both ends hear of it.
-    close(&mut a);
-    assert_eq!(closed_reason(&mut a).await, "closed locally");
+    let mut a_rx = close(a);
+    assert_eq!(closed_reason_on(&mut a_rx).await, "closed locally");
     assert_eq!(closed_reason(&mut b).await, "peer closed the connection");
 }
 
@@ -166,8 +174,8 @@ async fn dtls_link_carries_messages_both_ways() {
     assert_eq!(b.peer.node_ids, vec![node(1)]);
     assert!(b.remote.ip().is_loopback());
     exchange(&mut a, &mut b, 100, |i| 10 + i * 10).await;
-    close(&mut a);
-    assert_eq!(closed_reason(&mut a).await, "closed locally");
+    let mut a_rx = close(a);
+    assert_eq!(closed_reason_on(&mut a_rx).await, "closed locally");
     assert_eq!(closed_reason(&mut b).await, "peer closed the session");
 }
 

@@ -160,7 +160,7 @@ fn link_type_code(kind: LinkKind) -> OverlayLinkType {
 /// A peer's link as the loop holds it.
 struct LinkEntry {
     id: u64,
-    tx: mpsc::Sender<Vec<u8>>,
+    tx: link::LinkSender,
     /// Who opened it: decides which link survives a simultaneous open.
     dialer: NodeId,
     remote: SocketAddr,
@@ -252,14 +252,9 @@ impl Node {
                 .await
                 .with_context(|| format!("cannot listen on {}", settings.listen))?;
             let local = listener.local_addr();
-            // Outgoing TLS links may share the listener's security; DTLS
-            // links are dialed from an ephemeral socket: two peers dialing
-            // each other at once from their listening sockets would share
-            // one UDP 5-tuple, which holds only one DTLS association, and
-            // the link layer has no tie-break for that yet.
-            if kind == LinkKind::TlsTcpFhNoIce {
-                dialer = Some(listener.dialer());
-            }
+            // DTLS links are dialed from the listening socket (the link
+            // layer breaks the tie when two peers dial each other at once).
+            dialer = Some(listener.dialer());
             info!(node = %node_id, %local, link = ?kind, "listening for overlay links");
             if advertise.is_none() {
                 if local.ip().is_unspecified() {
