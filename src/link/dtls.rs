@@ -30,8 +30,7 @@ use openssl::ssl::{ErrorCode, Ssl, SslContext, SslOptions, SslStream};
 use super::sr::{SrSender, Unresponsive};
 use super::verify::{VerifySlot, WallClock, base_context, handshake_error, new_ssl, peer_identity};
 use super::{
-    DATA_FRAME_HEADER, EVENT_QUEUE, Event, HANDSHAKE_TIMEOUT, LinkError, LinkKind, LinkSecurity, Role,
-    take_frames,
+    DATA_FRAME_HEADER, EVENT_QUEUE, Event, HANDSHAKE_TIMEOUT, LinkError, LinkKind, LinkSecurity, Role, take_frames,
 };
 use crate::wire::framing::{AckTracker, FramedMessage};
 use crate::wire::{Codec, NodeId};
@@ -332,7 +331,9 @@ impl DtlsLink {
     /// When [`Self::handle_timeout`] is next due.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
-            State::Handshaking => Some(self.dtls_timer.map_or(self.handshake_deadline, |t| t.min(self.handshake_deadline))),
+            State::Handshaking => {
+                Some(self.dtls_timer.map_or(self.handshake_deadline, |t| t.min(self.handshake_deadline)))
+            }
             State::Open | State::Closing => self.sr.poll_timeout(),
             State::Done => None,
         }
@@ -348,7 +349,12 @@ impl DtlsLink {
                     // SAFETY: the pointer is the live SSL this stream owns;
                     // DTLS_CTRL_HANDLE_TIMEOUT takes no argument.
                     unsafe {
-                        openssl_sys::SSL_ctrl(self.stream.ssl().as_ptr(), DTLS_CTRL_HANDLE_TIMEOUT, 0, std::ptr::null_mut());
+                        openssl_sys::SSL_ctrl(
+                            self.stream.ssl().as_ptr(),
+                            DTLS_CTRL_HANDLE_TIMEOUT,
+                            0,
+                            std::ptr::null_mut(),
+                        );
                     }
                     self.drive_handshake(now);
                 }

@@ -123,7 +123,13 @@ impl TlsLink {
         Self::new(ctx, sec, now, wall_secs, Role::Server)
     }
 
-    fn new(ctx: &SslContext, sec: &Arc<LinkSecurity>, now: Instant, wall_secs: u64, role: Role) -> Result<Self, LinkError> {
+    fn new(
+        ctx: &SslContext,
+        sec: &Arc<LinkSecurity>,
+        now: Instant,
+        wall_secs: u64,
+        role: Role,
+    ) -> Result<Self, LinkError> {
         let wall = WallClock::new(wall_secs);
         let (mut ssl, slot) = new_ssl(ctx, sec, &wall)?;
         match role {
@@ -163,7 +169,9 @@ impl TlsLink {
     /// it lags on events or the peer does not take our bytes (TCP then
     /// pushes back on the peer).
     pub fn wants_input(&self) -> bool {
-        self.state != State::Done && self.held < EVENT_QUEUE && self.stream.get_ref().outbound.len() < 2 * WRITE_HIGH_WATER
+        self.state != State::Done
+            && self.held < EVENT_QUEUE
+            && self.stream.get_ref().outbound.len() < 2 * WRITE_HIGH_WATER
     }
 
     /// Bytes the connection received. Never fails: a protocol violation

@@ -133,7 +133,8 @@ pub(crate) async fn dial(
     expected: Option<NodeId>,
 ) -> Result<Link, LinkError> {
     let ctx = tls_context(&sec)?;
-    let tcp = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr)).await.map_err(|_| LinkError::Timeout)??;
+    let tcp =
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr)).await.map_err(|_| LinkError::Timeout)??;
     let machine = TlsLink::client(&ctx, &sec, Instant::now(), unix_now(), expected)?;
     start(tcp, addr, machine).await
 }
@@ -154,7 +155,11 @@ async fn start(tcp: TcpStream, remote: SocketAddr, mut machine: TlsLink) -> Resu
     Ok(link)
 }
 
-async fn handshake(rd: &mut OwnedReadHalf, wr: &mut OwnedWriteHalf, m: &mut TlsLink) -> Result<PeerIdentity, LinkError> {
+async fn handshake(
+    rd: &mut OwnedReadHalf,
+    wr: &mut OwnedWriteHalf,
+    m: &mut TlsLink,
+) -> Result<PeerIdentity, LinkError> {
     let mut buf = vec![0u8; READ_CHUNK];
     loop {
         while let Some(bytes) = m.poll_transmit() {
