@@ -153,7 +153,7 @@ fn pick_link(doc: &OverlayDocument, wanted: Option<&str>) -> anyhow::Result<Link
 
 /// A link as the loop holds it.
 pub(super) struct LinkEntry {
-    tx: mpsc::Sender<Vec<u8>>,
+    tx: link::LinkSender,
     pub(super) remote: SocketAddr,
 }
 
@@ -211,13 +211,9 @@ impl Node {
                 .await
                 .with_context(|| format!("cannot listen on {}", settings.listen))?;
             let local = listener.local_addr();
-            // Outgoing TLS links may share the listener's security; DTLS
-            // links are dialed from an ephemeral socket: two peers dialing
-            // each other at once from their listening sockets would share
-            // one UDP 5-tuple, which holds only one DTLS association.
-            if kind == LinkKind::TlsTcpFhNoIce {
-                dialer = Some(listener.dialer());
-            }
+            // Links are dialed from the listening socket (the link layer
+            // breaks the tie when two peers dial each other at once).
+            dialer = Some(listener.dialer());
             info!(node = %node_id, %local, link = ?kind, "listening for overlay links");
             if advertise.is_none() {
                 if local.ip().is_unspecified() {
@@ -550,7 +546,7 @@ impl Node {
             }
             LinkEvent::Closed(reason) => {
                 if self.links.remove(&id).is_some() {
-                    debug!(link = id.0, reason = %reason, "link closed");
+                    info!(link = id.0, reason = %reason, "link lost");
                 }
                 self.peer.handle_link_closed(now, id);
             }
