@@ -5,8 +5,10 @@
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod dataplane;
 pub mod db;
 pub mod enroll;
+pub mod forward_cli;
 pub mod link;
 pub mod metrics;
 pub mod overlay_doc;

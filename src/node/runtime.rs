@@ -234,6 +234,7 @@ struct Node {
     control_rx: mpsc::Receiver<ControlCall>,
     metrics_tx: watch::Sender<Snapshot>,
     listener_rejected: Arc<std::sync::atomic::AtomicU64>,
+    dataplane: super::dataplane::DataPlane,
 }
 
 impl Node {
@@ -311,6 +312,7 @@ impl Node {
         let (inbound_tx, inbound_rx) = mpsc::channel(depth);
         let (dial_tx, dial_rx) = mpsc::channel(64);
         let saved_store_version = Some(machine.store_version());
+        let dataplane = super::dataplane::DataPlane::start(&settings.dataplane).context("data plane")?;
         let (sip_tx, sip_rx) = mpsc::channel(depth);
         let mut node = Node {
             paths,
@@ -347,6 +349,7 @@ impl Node {
             control_rx,
             metrics_tx,
             listener_rejected,
+            dataplane,
         };
         node.sip = node.start_sip(sip_tx).await?;
         Ok(node)
@@ -794,6 +797,10 @@ impl Node {
                 let _ = reply.send(answer);
                 return;
             }
+            ControlRequest::Forward(req) => {
+                let _ = reply.send(self.dataplane.handle(req).map_or_else(ControlResponse::error, ControlResponse::ok));
+                return;
+            }
             ControlRequest::ListUsers => {
                 let answer = match self.db.sip_users() {
                     Ok(u) => ControlResponse::ok(serde_json::to_value(u).unwrap_or_default()),
@@ -932,6 +939,7 @@ impl Node {
                 "counters": s.edge.counters(),
             })),
             "links_rejected": self.listener_rejected.load(std::sync::atomic::Ordering::Relaxed),
+            "dataplane": self.dataplane.status_json(),
         })
     }
 
@@ -978,6 +986,7 @@ impl Node {
             vec![],
             now.saturating_duration_since(self.started).as_secs_f64(),
         );
+        self.dataplane.metric_counters().into_iter().for_each(|(name, help, v)| s.counter(name, help, v));
         if let Some(sip) = &self.sip {
             let e = sip.edge.counters();
             s.counter("chordphone_sip_register_ok_total", "REGISTERs answered 200", e.register_ok);
