@@ -229,6 +229,8 @@ impl DataPlane {
             if self.is_own_socket(addr) {
                 return Err(DataPlaneError::Loop(addr));
             }
+        }
+        for addr in [a, b] {
             if let Some(&id) = self.by_addr.get(&addr) {
                 return Err(DataPlaneError::InUse { addr, id });
             }
