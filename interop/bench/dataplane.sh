@@ -19,7 +19,8 @@
 #
 # Usage: interop/bench/dataplane.sh      (environment overrides:
 #   ENTRIES=1000 SECONDS_RUN=10 SIZE=172 LOSS_RATE=50000 LOSS_SECONDS=10
-#   WORKERS=<CPUs> A_BASE=21000 B_BASE=23000 MIN_PORT=25000 DEBUG=0)
+#   WORKERS=<CPUs> A_BASE=21000 B_BASE=23000 MIN_PORT=25000 DEBUG=0
+#   PERF=FILE: perf record -g the node during the saturation run)
 # A_BASE/B_BASE/MIN_PORT sit below Linux's ephemeral range (32768+).
 # Every process started here is stopped by PID; files live in a mktemp dir.
 set -euo pipefail
@@ -98,7 +99,12 @@ for i in $(seq 0 $((ENTRIES - 1))); do
 done
 echo "installed $ENTRIES entries on $WORKERS workers: $(cut -d' ' -f3 "$WORK/entries" | sort -u | tr '\n' ' ')"
 
-forwarded() { "$BIN" forward list --json --data-dir "$WORK/node" | python3 -c 'import json,sys; print(json.load(sys.stdin)["totals"]["forwarded"])'; }
+# The node's totals: "forwarded dropped unmatched".
+totals() { "$BIN" forward list --json --data-dir "$WORK/node" | python3 -c 'import json,sys; t=json.load(sys.stdin)["totals"]; print(t["forwarded"], t["dropped"], t["unmatched"])'; }
+# The kernel's UDP buffer overflows, host-wide (other programs count too):
+# "RcvbufErrors SndbufErrors".
+udp_errors() { awk '/^Udp:/ { if (h) { print $(h_r), $(h_s) } else { for (i = 1; i <= NF; i++) { if ($i == "RcvbufErrors") h_r = i; if ($i == "SndbufErrors") h_s = i } h = 1 } }' /proc/net/snmp; }
+delta() { awk -v a="$1" -v b="$2" 'BEGIN { n = split(a, x, " "); split(b, y, " "); for (i = 1; i <= n; i++) printf "%s%d", (i > 1 ? " " : ""), y[i] - x[i] }'; }
 
 # Runs loadgen against process $1 with entries file $2 at rate $3 for $4 s;
 # prints "<loadgen line> cpu_s=C".
@@ -113,19 +119,27 @@ per_core() { awk -v r="$(field received "$1")" -v c="$(field cpu_s "$1")" 'BEGIN
 wall() { awk -v r="$(field received "$1")" -v e="$(field elapsed_s "$1")" 'BEGIN { printf "%.0f", r / e }'; }
 
 # 3. Saturation through the node.
-f0=$(forwarded)
+t0=$(totals)
+if [ -n "${PERF:-}" ]; then
+    perf record -g -o "$PERF" -p "$NODE" -- sleep "$SECONDS_RUN" 2>/dev/null &
+    PIDS+=("$!")
+fi
 node_run=$(measure "$NODE" "$WORK/entries" 0 "$SECONDS_RUN")
-f1=$(forwarded)
+read -r fwd drop unm <<<"$(delta "$t0" "$(totals)")"
 CP=$(per_core "$node_run")
-echo "chordphone saturate: $node_run node_forwarded=$((f1 - f0)) wall_pps=$(wall "$node_run") pps_per_core=$CP"
+echo "chordphone saturate: $node_run node_forwarded=$fwd node_dropped=$drop node_unmatched=$unm wall_pps=$(wall "$node_run") pps_per_core=$CP"
 
 # 4. Loss at LOSS_RATE.
+t0=$(totals)
+u0=$(udp_errors)
 loss_run=$(measure "$NODE" "$WORK/entries" "$LOSS_RATE" "$LOSS_SECONDS")
+read -r fwd drop unm <<<"$(delta "$t0" "$(totals)")"
+read -r rcvbuf sndbuf <<<"$(delta "$u0" "$(udp_errors)")"
 sent=$(field sent "$loss_run")
 failed=$(field send_failed "$loss_run")
 recv=$(field received "$loss_run")
 lost=$((sent - failed - recv))
-echo "chordphone loss check at $LOSS_RATE/s: $loss_run lost=$lost ($([ "$lost" -eq 0 ] && [ "$failed" -eq 0 ] && echo PASS || echo FAIL))"
+echo "chordphone loss check at $LOSS_RATE/s: $loss_run node_forwarded=$fwd node_dropped=$drop kernel_rcvbuf_errors=$rcvbuf kernel_sndbuf_errors=$sndbuf lost=$lost ($([ "$lost" -eq 0 ] && [ "$failed" -eq 0 ] && echo PASS || echo FAIL))"
 kill "$NODE"
 wait "$NODE" 2>/dev/null || true
 
