@@ -97,9 +97,15 @@ fn forward_entries_relay_both_ways_count_and_stop() {
         }),
         "received {got:?} of (50, 50)"
     );
-    let after = entry(node, id)["counters"].clone();
-    let delta = |dir: &str, k: &str| after[dir][k].as_u64().unwrap() - before[dir][k].as_u64().unwrap();
-    assert_eq!((delta("a_to_b", "packets"), delta("b_to_a", "packets")), (50, 50), "{after}");
+    // A datagram is counted once `sendmmsg` returns: maybe just after it arrived.
+    let mut after = Value::Null;
+    let delta = |after: &Value, dir: &str, k: &str| after[dir][k].as_u64().unwrap() - before[dir][k].as_u64().unwrap();
+    let counted = wait_for(Duration::from_secs(5), || {
+        after = entry(node, id)["counters"].clone();
+        (delta(&after, "a_to_b", "packets"), delta(&after, "b_to_a", "packets")) == (50, 50)
+    });
+    assert!(counted, "counters {after}, before {before}");
+    let delta = |dir: &str, k: &str| delta(&after, dir, k);
     assert_eq!(delta("a_to_b", "bytes"), 50 * PACKET as u64);
     assert_eq!(after["drops"], 0);
     let text = String::from_utf8_lossy(&node.ctl(&["forward", "list"]).stdout).into_owned();

@@ -240,14 +240,13 @@ impl DataPlane {
 
     /// Whether datagrams sent to `addr` would arrive at a worker socket.
     fn is_own_socket(&self, addr: SocketAddr) -> bool {
-        self.workers.iter().any(|w| {
+        self.workers.iter().filter(|w| w.local.port() == addr.port()).any(|w| {
             let bound = w.local.ip();
-            let same_ip = if bound.is_unspecified() {
+            if bound.is_unspecified() {
                 sys::is_local(addr.ip())
             } else {
                 sys::Key::of(SocketAddr::new(bound, 0)) == sys::Key::of(SocketAddr::new(addr.ip(), 0))
-            };
-            w.local.port() == addr.port() && same_ip
+            }
         })
     }
 }
