@@ -125,7 +125,9 @@ impl DataPlane {
             0 => 0,
             base => u16::try_from(usize::from(base) + w).unwrap_or(0),
         };
-        let socket = UdpSocket::bind(SocketAddr::new(self.settings.address, port))?;
+        let addr = SocketAddr::new(self.settings.address, port);
+        let socket = UdpSocket::bind(addr)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("worker {w} cannot bind {addr}: {e}")))?;
         sys::set_buffers(socket.as_raw_fd(), self.settings.socket_buffer)?;
         let local = socket.local_addr()?;
         let (commands, rx) = sync_channel(self.settings.queue_depth);

@@ -153,3 +153,24 @@ fn a_wildcard_socket_is_reached_through_any_local_address() {
     let remote = SocketAddr::from(([192, 0, 2, 1], port));
     assert!(dp.install(x, remote, Action::Forward).is_ok());
 }
+
+#[test]
+fn a_full_command_queue_refuses_and_a_stopped_worker_is_reported() {
+    let (commands, rx) = std::sync::mpsc::sync_channel(1);
+    let handle = WorkerHandle {
+        local: "127.0.0.1:9".parse().unwrap(),
+        commands,
+        wake: Arc::new(Wake::new().unwrap()),
+        stats: Arc::default(),
+        thread: None,
+        entries: 0,
+    };
+    send(&handle, 3, Command::Remove { id: 1 }).unwrap();
+    assert_eq!(send(&handle, 3, Command::Remove { id: 2 }).unwrap_err(), DataPlaneError::QueueFull(3));
+    assert_eq!(
+        DataPlaneError::QueueFull(3).to_string(),
+        "worker 3's command queue is full ([dataplane] queue_depth); retry"
+    );
+    drop(rx);
+    assert_eq!(send(&handle, 3, Command::Remove { id: 3 }).unwrap_err(), DataPlaneError::WorkerGone(3));
+}
