@@ -193,6 +193,8 @@ pub(super) struct Node {
     control_rx: mpsc::Receiver<ControlCall>,
     pub(super) metrics_tx: watch::Sender<Snapshot>,
     pub(super) listener_rejected: Arc<std::sync::atomic::AtomicU64>,
+    /// Forwarding entries served by the data-plane workers.
+    pub(super) dataplane: super::dataplane::DataPlane,
 }
 
 impl Node {
@@ -258,6 +260,7 @@ impl Node {
             }
             None => (None, None),
         };
+        let dataplane = super::dataplane::DataPlane::start(&settings.dataplane).context("data plane")?;
         let (control_tx, control_rx) = mpsc::channel(64);
         let socket = paths.control_socket();
         let control_listener =
@@ -305,6 +308,7 @@ impl Node {
             control_rx,
             metrics_tx,
             listener_rejected,
+            dataplane,
         })
     }
 
