@@ -9,6 +9,7 @@ pub mod message;
 pub mod proxy;
 pub mod registrar;
 pub mod transaction;
+pub mod ua;
 
 #[cfg(test)]
 mod edge_tests;
