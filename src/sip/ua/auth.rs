@@ -207,7 +207,7 @@ mod tests {
         // No qop offered: no nc, no cnonce, response = H(HA1:nonce:HA2).
         let ch = parse_challenge("Digest realm=\"r\", nonce=\"n\"").unwrap();
         let creds = parse_credentials(&authorization(&ch, "u", "p", "INVITE", "sip:b@d", 1, "c")).unwrap();
-        assert_eq!((creds.qop, creds.nc, creds.cnonce), (None, None, None));
+        assert_eq!((creds.qop, &creds.nc, &creds.cnonce), (None, &None, &None));
         assert!(verify(&creds, "INVITE", &ha1(DigestAlgorithm::Md5, "u", "r", "p"), None));
     }
 

@@ -253,8 +253,6 @@ pub struct UserAgent {
     cfg: UaConfig,
     /// `<sip:user@domain>` without tag.
     aor: NameAddr,
-    /// `sip:domain`, the REGISTER Request-URI (§10.2).
-    registrar_uri: Uri,
     /// `<sip:user@host:port>`.
     contact: String,
     via_prefix: String,
@@ -268,8 +266,8 @@ pub struct UserAgent {
     clients: BTreeMap<ClientTxId, Purpose>,
     timers: BTreeSet<(Instant, Timer)>,
     /// The last 401 / 407 challenge, answered again with a higher `nc`.
-    www_auth: Option<CachedAuth>,
-    proxy_auth: Option<CachedAuth>,
+    www_auth: Option<Box<CachedAuth>>,
+    proxy_auth: Option<Box<CachedAuth>>,
     out: VecDeque<UaTransmit>,
     events: VecDeque<UaEvent>,
     counters: UaCounters,
@@ -281,7 +279,6 @@ impl UserAgent {
     pub fn new(cfg: UaConfig) -> Result<UserAgent, UaError> {
         let aor_uri = Uri::parse(&cfg.aor).map_err(|_| UaError::BadAor(cfg.aor.clone()))?;
         let sip = aor_uri.as_sip().filter(|u| u.user_name().is_some()).ok_or(UaError::BadAor(cfg.aor.clone()))?;
-        let registrar_uri = Uri::Sip(super::message::SipUri::new(sip.host.clone(), sip.port));
         let user = sip.user_name().unwrap_or_default().to_owned();
         let host = Host::parse(&cfg.contact.0).map_err(|_| UaError::BadContact(cfg.contact.0.clone()))?;
         let transport = cfg.next_hop.transport;
@@ -296,7 +293,6 @@ impl UserAgent {
         let reg = Registration::new(&mut rng, &host.to_string(), cfg.register_expires);
         Ok(UserAgent {
             aor: NameAddr::new(aor_uri),
-            registrar_uri,
             contact,
             via_prefix,
             tl: TransactionLayer::new(cfg.timers.clone()),
@@ -408,6 +404,14 @@ impl UserAgent {
 
     // ---- plumbing shared by the parts
 
+    /// `sip:domain`, the REGISTER Request-URI (§10.2).
+    fn registrar_uri(&self) -> Uri {
+        match self.aor.uri.as_sip() {
+            Some(u) => Uri::Sip(super::message::SipUri::new(u.host.clone(), u.port)),
+            None => self.aor.uri.clone(),
+        }
+    }
+
     fn fresh_id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
@@ -479,7 +483,7 @@ impl UserAgent {
         let retry = *tries == 0 || (ch.stale && *tries < 3);
         if retry {
             *tries += 1;
-            let cached = Some(CachedAuth::new(ch));
+            let cached = Some(Box::new(CachedAuth::new(ch)));
             if resp.status().map(|s| s.as_u16()) == Some(401) {
                 self.www_auth = cached;
             } else {

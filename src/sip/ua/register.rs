@@ -74,7 +74,7 @@ impl UserAgent {
         let expires = if remove { 0 } else { self.reg.wanted };
         let mut from = self.aor.clone();
         from.params.set("tag", Some(&self.reg.from_tag))?;
-        let uri = self.registrar_uri.clone();
+        let uri = self.registrar_uri();
         let contact = format!("{};expires={expires}", self.contact);
         let expires_text = expires.to_string();
         let creds = self.credentials(false, "REGISTER", &uri);
