@@ -58,7 +58,9 @@ impl UserAgent {
         self.reg.auth_tries = 0;
         self.reg.interval_tries = 0;
         self.reg.wanted = self.cfg.register_expires;
-        self.send_register(now, false)
+        let sent = self.send_register(now, false);
+        self.settle(now);
+        sent
     }
 
     /// Removes our binding (Expires: 0); [`UaEvent::Unregistered`] follows.
@@ -66,7 +68,9 @@ impl UserAgent {
         self.reg.wanted_on = false;
         self.reg.refresh_at = None;
         self.reg.auth_tries = 0;
-        self.send_register(now, true)
+        let sent = self.send_register(now, true);
+        self.settle(now);
+        sent
     }
 
     fn send_register(&mut self, now: Instant, remove: bool) -> Result<(), UaError> {
