@@ -12,7 +12,7 @@ use crate::sip::digest::{self, DigestAlgorithm};
 use crate::sip::edge::{EdgeConfig, EdgeOutput, OverlayResult, SipEdge};
 use crate::sip::message::SipMessage;
 use crate::sip::transaction::{Transport, TransportAddr};
-use crate::wire::NodeId;
+use crate::sip::NodeRef;
 
 const DOMAIN: &str = "chordphone.test";
 
@@ -50,7 +50,7 @@ impl World {
     /// are (user, password) with `tune` applied to their configuration.
     fn new(edge_tune: impl Fn(&mut EdgeConfig), phones: &[(&str, &str)], tune: impl Fn(usize, &mut UaConfig)) -> World {
         let edge_addr = udp("198.51.100.1:5060");
-        let mut cfg = EdgeConfig::new(NodeId::from_u128(1), DOMAIN, ("198.51.100.1".into(), 5060), [7; 32]);
+        let mut cfg = EdgeConfig::new(NodeRef::from_u128(1), DOMAIN, ("198.51.100.1".into(), 5060), [7; 32]);
         edge_tune(&mut cfg);
         let mut edge = SipEdge::new(cfg).unwrap();
         edge.set_users(vec![account("alice", "wonderland"), account("bob", "builder")]);
@@ -119,7 +119,7 @@ impl World {
                 self.edge.handle_overlay(now, wall, op, OverlayResult::Stored);
             }
             EdgeOutput::FetchRegistration { op, .. } => {
-                self.edge.handle_overlay(now, wall, op, OverlayResult::Fetched(Vec::new()));
+                self.edge.handle_overlay(now, wall, op, OverlayResult::Located(Vec::new()));
             }
             EdgeOutput::SendNode { .. } => panic!("one edge: nothing goes to another node"),
         }
