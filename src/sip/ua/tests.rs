@@ -384,11 +384,11 @@ fn twenty_thousand_phones() {
     let mut wire: VecDeque<(usize, usize, bytes::Bytes)> = VecDeque::new();
     let (mut established, mut ended, mut delivered, mut datagrams) = (0usize, 0usize, 0usize, 0usize);
     let mut calls = Vec::new();
-    for i in 0..N {
+    for (i, ua) in uas.iter_mut().enumerate() {
         if i % 2 == 0 {
-            calls.push((i, uas[i].call(now, &format!("u{}@sim.test", i + 1), None).unwrap()));
+            calls.push((i, ua.call(now, &format!("u{}@sim.test", i + 1), None).unwrap()));
         }
-        uas[i].send_message(now, &format!("u{}@sim.test", i ^ 1), b"hi".to_vec()).unwrap();
+        ua.send_message(now, &format!("u{}@sim.test", i ^ 1), b"hi".to_vec()).unwrap();
     }
     let mut touched: Vec<usize> = (0..N).collect();
     let mut hung_up = false;
