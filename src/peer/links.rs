@@ -121,6 +121,9 @@ impl Peer {
         if self.links.by_peer.get(&peer).is_some_and(|h| h.link == link) {
             self.links.by_peer.remove(&peer);
             tracing::info!(%peer, "link lost");
+            if self.overlay.successors().contains(&peer) || self.overlay.predecessors().contains(&peer) {
+                self.schedule_restore(now);
+            }
             self.overlay.handle_link_down(now, peer);
             self.process(now);
         }

@@ -238,6 +238,7 @@ impl Simulation {
             let delay = if graceful { self.net.delay() } else { self.net.detect() };
             self.queue.push(self.now + delay, Ev::LinkDown { at: p, peer: s });
         }
+        self.phones_lost_home(s);
         let abandoned: Vec<(SlotId, u64)> = self.pending.range((s, 0)..=(s, u64::MAX)).map(|(k, _)| *k).collect();
         for k in abandoned {
             if let Some(p) = self.pending.remove(&k) {

@@ -108,6 +108,7 @@ impl Simulation {
     pub(super) fn completed(&mut self, _s: SlotId, p: Pending, outcome: Outcome) {
         match p {
             Pending::External => {}
+            Pending::Resolve { home, .. } => self.resolved(home, outcome),
             Pending::Store { rec } => match outcome {
                 Outcome::Stored { .. } => {
                     self.metrics.stores_ok += 1;
@@ -142,6 +143,10 @@ impl Simulation {
     pub(super) fn abandoned(&mut self, p: Pending) {
         match p {
             Pending::Fetch { rec, last: true } => self.fetch_done(rec, true, false),
+            Pending::Resolve { .. } => {
+                self.phones.resolve_pending = self.phones.resolve_pending.saturating_sub(1);
+                self.phone_metrics.registrations_lost += 1;
+            }
             _ => self.metrics.abandoned += 1,
         }
     }

@@ -14,6 +14,7 @@ use super::fast_crypto::{FastCrypto, user_name};
 use super::links::addr_of;
 use super::net::{Ev, Micros, Network, Queue, SlotId, Step, US_PER_S};
 use super::options::{CryptoMode, SimOptions};
+use super::phones::{PhoneMetrics, Phones};
 use super::real_crypto::SimPki;
 use super::reference::{self, RingCheck};
 use super::report::Metrics;
@@ -36,6 +37,11 @@ pub(super) const JOIN_RETRY: Micros = 60 * US_PER_S;
 pub(super) enum Pending {
     /// Issued through [`Simulation::command`]; the outcome is kept.
     External,
+    /// The final check of where a phone's AOR is served.
+    Resolve {
+        phone: u32,
+        home: SlotId,
+    },
     Store {
         rec: usize,
     },
@@ -103,6 +109,8 @@ pub struct Simulation {
     outcomes: BTreeMap<(NodeId, RequestId), Outcome>,
     pub(super) metrics: Metrics,
     pub(super) work: Workload,
+    pub(super) phones: Phones,
+    pub(super) phone_metrics: PhoneMetrics,
     ring_created: bool,
     last_live_change: Micros,
     scratch_tx: Vec<Transmit>,
@@ -137,6 +145,8 @@ impl Simulation {
             outcomes: BTreeMap::new(),
             metrics: Metrics::default(),
             work: Workload::default(),
+            phones: Phones::default(),
+            phone_metrics: PhoneMetrics::default(),
             ring_created: false,
             last_live_change: 0,
             scratch_tx: Vec::new(),
@@ -305,6 +315,12 @@ impl Simulation {
             Ev::DialFailed { a, dial } => self.dial_failed(a, dial),
             Ev::LinkDown { at, peer } => self.link_down(at, peer),
             Ev::Timer { slot } => self.timer(slot),
+            Ev::ToPhone { phone, from, bytes } => self.to_phone(phone, from, &bytes),
+            Ev::ToPeerSip { slot, phone, bytes } => self.to_peer_sip(slot, phone, &bytes),
+            Ev::SipNode { to, from, bytes } => self.sip_node(to, from, &bytes),
+            Ev::SipConnect { a, b } => self.sip_connect(a, b),
+            Ev::SipDialFailed { a, node } => self.sip_dial_failed(a, node),
+            Ev::PhoneTimer { phone } => self.phone_timer(phone),
             Ev::Retire { slot } => self.remove_node(slot, true),
             Ev::Step(step) => self.step(step),
         }
@@ -322,7 +338,11 @@ impl Simulation {
         let key_seed: [u8; 32] = self.rng.random();
         let crypto = self.crypto.make(id, key_seed)?;
         let s = SlotId::try_from(self.slots.len()).map_err(|_| SimError::InvalidOption("too many nodes".into()))?;
-        let node = OverlayNode::new(self.config.clone(), id, crypto, seed, self.instant(), self.wall_ms());
+        let mut node = OverlayNode::new(self.config.clone(), id, crypto, seed, self.instant(), self.wall_ms());
+        let edge = self.make_edge(id, s)?;
+        if edge.is_some() {
+            node.set_app_candidates(Self::app_candidates(s));
+        }
         // The first peer is the overlay's bootstrap node (it starts the
         // ring); every other one is given a random ring member to bootstrap
         // through, as an operator's configuration would list one.
@@ -341,7 +361,7 @@ impl Simulation {
             bootstrap,
             client: false,
         };
-        let peer = Peer::new(cfg, node, None, self.instant(), self.wall_ms());
+        let peer = Peer::new(cfg, node, edge, self.instant(), self.wall_ms());
         self.note_live_change();
         self.slots.push(Slot {
             id,
@@ -518,7 +538,17 @@ impl Simulation {
         }
     }
 
-    fn on_sip_event(&mut self, _s: SlotId, _ev: crate::usage::UsageEvent) {}
+    /// A user certificate binding `user` (an AOR) and `node`, for real
+    /// signatures; `None` with fast ones (which sign as any user).
+    pub(super) fn issue_user_identity(&mut self, user: &str, node: NodeId) -> Result<Option<(Vec<u8>, Vec<u8>)>, SimError> {
+        let seed: [u8; 32] = self.rng.random();
+        match &self.crypto {
+            CryptoSource::Fast { .. } => Ok(None),
+            CryptoSource::Real { pki } => {
+                pki.issue_user(user, node, seed).map(Some).map_err(|e| SimError::Crypto(e.to_string()))
+            }
+        }
+    }
 
     /// A random ring member in `group` (when partitioned), chosen as the
     /// responsible node of a random point: O(log N), slightly favouring

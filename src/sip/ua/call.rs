@@ -100,7 +100,7 @@ impl UserAgent {
         let sdp = sdp.unwrap_or_else(|| self.default_sdp(id));
         let key = (dialog.call_id.clone(), dialog.local_tag().to_owned());
         let call = Call::new(Role::Caller, CallState::Calling, dialog, now, sdp, self.cfg.next_hop);
-        self.calls.insert(id, call);
+        self.calls.insert(id, Box::new(call));
         self.dialogs.insert(key, id);
         if let Err(e) = self.send_invite(now, id) {
             self.drop_call(id);
@@ -428,7 +428,7 @@ impl UserAgent {
         let mut call = Call::new(Role::Callee, CallState::Incoming, dialog, now, sdp, reply_to);
         call.server_tx = Some(tx);
         call.record_route = build::record_route_lines(req);
-        self.calls.insert(id, call);
+        self.calls.insert(id, Box::new(call));
         self.dialogs.insert(key, id);
         if let Some(ringing) = self.dialog_response(id, req, 180, None) {
             self.respond(now, tx, ringing);

@@ -213,7 +213,7 @@ pub enum UaError {
 pub struct UaCounters {
     /// Datagrams that did not parse (dropped).
     pub malformed: u64,
-    /// Responses matching nothing we sent (dropped).
+    /// Responses matching nothing we sent, and ACKs for no dialog (dropped).
     pub stray_responses: u64,
     /// In-dialog requests for a dialog we do not have (answered 481).
     pub unknown_dialog: u64,
@@ -259,10 +259,11 @@ pub struct UserAgent {
     tl: TransactionLayer,
     rng: Rng,
     reg: Registration,
-    calls: BTreeMap<CallId, Call>,
+    /// Values boxed: a B-tree leaf holds 11 of them and a phone has few.
+    calls: BTreeMap<CallId, Box<Call>>,
     /// (Call-ID, local tag) → call: in-dialog requests and stray 2xx.
     dialogs: BTreeMap<(String, String), CallId>,
-    messages: BTreeMap<MessageId, Outgoing>,
+    messages: BTreeMap<MessageId, Box<Outgoing>>,
     clients: BTreeMap<ClientTxId, Purpose>,
     timers: BTreeSet<(Instant, Timer)>,
     /// The last 401 / 407 challenge, answered again with a higher `nc`.
@@ -483,12 +484,15 @@ impl UserAgent {
         let retry = *tries == 0 || (ch.stale && *tries < 3);
         if retry {
             *tries += 1;
-            let cached = Some(Box::new(CachedAuth::new(ch)));
-            if resp.status().map(|s| s.as_u16()) == Some(401) {
-                self.www_auth = cached;
-            } else {
-                self.proxy_auth = cached;
-            }
+            let slot =
+                if resp.status().map(|s| s.as_u16()) == Some(401) { &mut self.www_auth } else { &mut self.proxy_auth };
+            // The same nonce again continues its count: the server refuses
+            // an `nc` it has seen (RFC 7616 §3.4, replay protection).
+            let nc = slot
+                .as_ref()
+                .filter(|c| c.challenge.nonce == ch.nonce && c.challenge.realm == ch.realm)
+                .map_or(0, |c| c.nc);
+            *slot = Some(Box::new(CachedAuth { challenge: ch, nc }));
         }
         retry
     }

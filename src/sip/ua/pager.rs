@@ -42,7 +42,7 @@ impl UserAgent {
             auth_tries: 0,
             auth_proxy: true,
         };
-        self.messages.insert(id, m);
+        self.messages.insert(id, Box::new(m));
         if let Err(e) = self.send_message_request(now, id) {
             self.messages.remove(&id);
             return Err(e);

@@ -344,3 +344,176 @@ fn a_user_agent_is_small() {
     println!("size_of::<UserAgent>() = {size}");
     assert!(size <= 1280, "UserAgent is {size} bytes");
 }
+
+/// 20,000 phones in one process, the way a simulator drives them: every
+/// even phone calls its odd neighbour (auto-answer after 1 s), hangs up
+/// 10 s later, and every phone sends one MESSAGE. Timers are kept in one
+/// ordered set, so only due phones are touched.
+#[test]
+#[ignore = "scale figure: cargo test --release --lib sip::ua::tests::twenty_thousand_phones -- --ignored --nocapture"]
+fn twenty_thousand_phones() {
+    use std::collections::{BTreeSet, VecDeque};
+    const N: usize = 20_000;
+    let addr = |i: usize| udp(&format!("10.{}.{}.{}:5060", i >> 16, (i >> 8) & 255, i & 255));
+    let index = |a: &TransportAddr| match a.addr.ip() {
+        std::net::IpAddr::V4(v4) => {
+            let o = v4.octets();
+            (usize::from(o[1]) << 16) | (usize::from(o[2]) << 8) | usize::from(o[3])
+        }
+        std::net::IpAddr::V6(_) => unreachable!(),
+    };
+    let wall = std::time::Instant::now(); // layering: allowed (test-only: measures the run)
+    let mut uas: Vec<UserAgent> = (0..N)
+        .map(|i| {
+            let a = addr(i);
+            let mut c = UaConfig::new(
+                &format!("sip:u{i}@sim.test"),
+                "pw",
+                addr(i ^ 1),
+                (a.addr.ip().to_string(), 5060),
+                i as u64,
+            );
+            c.auto_answer = Some(Duration::from_secs(1));
+            UserAgent::new(c).unwrap()
+        })
+        .collect();
+    let start = Instant::now(); // layering: allowed (test-only: the virtual clock's origin)
+    let mut now = start;
+    let mut timers: BTreeSet<(Instant, usize)> = BTreeSet::new();
+    let mut scheduled: Vec<Option<Instant>> = vec![None; N];
+    let mut wire: VecDeque<(usize, usize, bytes::Bytes)> = VecDeque::new();
+    let (mut established, mut ended, mut delivered, mut datagrams) = (0usize, 0usize, 0usize, 0usize);
+    let mut calls = Vec::new();
+    for (i, ua) in uas.iter_mut().enumerate() {
+        if i % 2 == 0 {
+            calls.push((i, ua.call(now, &format!("u{}@sim.test", i + 1), None).unwrap()));
+        }
+        ua.send_message(now, &format!("u{}@sim.test", i ^ 1), b"hi".to_vec()).unwrap();
+    }
+    let mut touched: Vec<usize> = (0..N).collect();
+    let mut hung_up = false;
+    loop {
+        // Drain the phones that did something, then deliver their datagrams.
+        while !touched.is_empty() || !wire.is_empty() {
+            for i in touched.drain(..) {
+                while let Some(t) = uas[i].poll_transmit() {
+                    wire.push_back((i, index(&t.to), t.payload));
+                }
+                while let Some(ev) = uas[i].poll_event() {
+                    match ev {
+                        UaEvent::CallEstablished { .. } => established += 1,
+                        UaEvent::CallEnded { .. } => ended += 1,
+                        UaEvent::MessageDelivered { .. } => delivered += 1,
+                        _ => {}
+                    }
+                }
+                let next = uas[i].poll_timeout();
+                if scheduled[i] != next {
+                    if let Some(old) = scheduled[i] {
+                        timers.remove(&(old, i));
+                    }
+                    if let Some(at) = next {
+                        timers.insert((at, i));
+                    }
+                    scheduled[i] = next;
+                }
+            }
+            while let Some((from, to, bytes)) = wire.pop_front() {
+                datagrams += 1;
+                uas[to].handle_input(now, addr(from), &bytes);
+                touched.push(to);
+            }
+        }
+        if !hung_up && now >= start + Duration::from_secs(11) {
+            hung_up = true;
+            for &(i, call) in &calls {
+                uas[i].hangup(now, call).unwrap();
+                touched.push(i);
+            }
+            continue;
+        }
+        let Some(&(at, i)) = timers.first() else { break };
+        if at > start + Duration::from_secs(120) {
+            break;
+        }
+        timers.pop_first();
+        scheduled[i] = None;
+        now = now.max(at);
+        if !hung_up && now >= start + Duration::from_secs(11) {
+            timers.insert((at, i));
+            scheduled[i] = Some(at);
+            continue;
+        }
+        uas[i].handle_timeout(now);
+        touched.push(i);
+    }
+    let rss = std::fs::read_to_string("/proc/self/status") // layering: allowed (test-only: reports memory)
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .unwrap_or("VmHWM: ?")
+        .to_owned();
+    println!(
+        "{N} phones: {established} established (both ends), {ended} ended, {delivered} messages, {datagrams} datagrams, \
+         {:?} wall, {rss}",
+        wall.elapsed()
+    );
+    assert_eq!((established, ended, delivered), (N, N, N));
+}
+
+/// alice against a scripted far end that challenges with 407.
+#[test]
+fn challenged_requests_are_retried_with_credentials() {
+    use crate::sip::digest::{DigestAlgorithm, ha1, parse_credentials, verify};
+    let far = udp("192.0.2.2:5060");
+    let cfg = UaConfig::new("sip:alice@d.test", "secret", far, ("192.0.2.1".into(), 5060), 9);
+    let mut ua = UserAgent::new(cfg).unwrap();
+    let now = Instant::now(); // layering: allowed (test-only: the virtual clock's origin)
+    let next = |ua: &mut UserAgent| SipMessage::parse(&ua.poll_transmit().unwrap().payload).unwrap();
+    let answer = |ua: &mut UserAgent, req: &SipMessage, code: u16, extra: &[(&str, &str)]| {
+        let status = crate::sip::message::StatusCode::new(code).unwrap();
+        let mut r = SipMessage::response_to(req, status, None, Some("far1"));
+        for (n, v) in extra {
+            r.add_header(n, v).unwrap();
+        }
+        ua.handle_input(now, far, &r.to_bytes());
+    };
+    let challenge = "Digest realm=\"d.test\", nonce=\"n1\", algorithm=MD5, qop=\"auth\"";
+    let stored = ha1(DigestAlgorithm::Md5, "alice", "d.test", "secret");
+
+    let call = ua.call(now, "bob@d.test", None).unwrap();
+    let invite = next(&mut ua);
+    answer(&mut ua, &invite, 407, &[("Proxy-Authenticate", challenge)]);
+    assert_eq!(next(&mut ua).method().unwrap().as_str(), "ACK");
+    let invite2 = next(&mut ua);
+    assert_eq!(invite2.cseq().seq, invite.cseq().seq + 1);
+    assert_eq!((invite2.call_id(), invite2.from().tag()), (invite.call_id(), invite.from().tag()));
+    let creds = parse_credentials(invite2.header("Proxy-Authorization").unwrap()).unwrap();
+    assert!(verify(&creds, "INVITE", &stored, None));
+    answer(&mut ua, &invite2, 200, &[("Contact", "<sip:bob@192.0.2.2>")]);
+    let ack = next(&mut ua);
+    assert_eq!(ack.request_uri().unwrap().to_string(), "sip:bob@192.0.2.2");
+    assert!(matches!(ua.poll_event(), Some(UaEvent::CallEstablished { .. })));
+
+    ua.hangup(now, call).unwrap();
+    let bye = next(&mut ua);
+    assert!(bye.header("Proxy-Authorization").is_none(), "no credentials in dialog until challenged");
+    answer(&mut ua, &bye, 407, &[("Proxy-Authenticate", challenge)]);
+    let bye2 = next(&mut ua);
+    assert_eq!(bye2.cseq().seq, bye.cseq().seq + 1);
+    let creds = parse_credentials(bye2.header("Proxy-Authorization").unwrap()).unwrap();
+    assert_eq!(creds.nc.as_ref().map(|n| n.value()), Some(2), "the nonce is reused with the next nc");
+    assert!(verify(&creds, "BYE", &stored, None));
+    answer(&mut ua, &bye2, 200, &[]);
+    assert_eq!(ua.poll_event(), Some(UaEvent::CallEnded { call, by_remote: false }));
+
+    // A second fresh challenge after our credentials: the password is wrong.
+    let call = ua.call(now, "bob@d.test", None).unwrap();
+    let invite = next(&mut ua);
+    assert!(invite.header("Proxy-Authorization").is_some(), "the cached challenge is answered at once");
+    answer(&mut ua, &invite, 407, &[("Proxy-Authenticate", "Digest realm=\"d.test\", nonce=\"n2\", qop=\"auth\"")]);
+    let _ack = next(&mut ua);
+    let invite2 = next(&mut ua);
+    answer(&mut ua, &invite2, 407, &[("Proxy-Authenticate", "Digest realm=\"d.test\", nonce=\"n3\", qop=\"auth\"")]);
+    assert_eq!(ua.poll_event(), Some(UaEvent::CallFailed { call, code: 407 }));
+}
