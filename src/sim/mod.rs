@@ -33,9 +33,9 @@ mod world;
 
 pub use fast_crypto::{FAST_ALGORITHM, FastCrypto, user_name};
 pub use options::{CryptoMode, SimOptions};
+pub use phones::PhoneMetrics;
 pub use real_crypto::{RealCrypto, SimPki};
 pub use reference::RingCheck;
-pub use phones::PhoneMetrics;
 pub use report::{Metrics, SimReport};
 pub use scenario::{run, try_run};
 pub use world::{SIM_EPOCH_MS, Simulation};

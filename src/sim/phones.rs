@@ -153,7 +153,8 @@ impl Simulation {
             let aor = format!("phone{i}@{domain}");
             let password = format!("pw-{i}-{}", self.rng.random::<u32>());
             let seed: u64 = self.rng.random();
-            let mut cfg = UaConfig::new(&format!("sip:{aor}"), &password, udp(sip_addr(0)), host_port(phone_addr(i)), seed);
+            let mut cfg =
+                UaConfig::new(&format!("sip:{aor}"), &password, udp(sip_addr(0)), host_port(phone_addr(i)), seed);
             cfg.register_expires = REGISTER_EXPIRES;
             cfg.auto_answer = Some(Duration::ZERO);
             let Ok(ua) = UserAgent::new(cfg) else {
@@ -315,7 +316,7 @@ impl Simulation {
         self.drive(to, false);
     }
 
-    pub(super) fn to_peer_sip(&mut self, s: SlotId, phone: u32, bytes: &[u8]) {
+    pub(super) fn deliver_to_peer_sip(&mut self, s: SlotId, phone: u32, bytes: &[u8]) {
         let now = self.instant();
         let from = TransportAddr { transport: Transport::Udp, addr: phone_addr(phone), flow: None };
         match self.slot_mut(s).and_then(|sl| sl.node.as_deref_mut()) {
@@ -328,7 +329,7 @@ impl Simulation {
         self.drive(s, false);
     }
 
-    pub(super) fn to_phone(&mut self, phone: u32, from: SlotId, bytes: &[u8]) {
+    pub(super) fn deliver_to_phone(&mut self, phone: u32, from: SlotId, bytes: &[u8]) {
         let now = self.instant();
         if let Some(p) = self.phones.list.get_mut(phone as usize) {
             p.ua.handle_input(now, udp(sip_addr(from)), bytes);
@@ -514,9 +515,11 @@ impl Simulation {
             let cmd = usage::fetch_command(&p.aor);
             let Some(asker) = self.pick_joined(None, None) else { break };
             let Ok(phone) = u32::try_from(i) else { break };
-            match self.issue(asker, cmd, Pending::Resolve { phone, home }) {
-                Ok(_) => self.phones.resolve_pending += 1,
-                Err(_) => self.phone_metrics.registrations_lost += 1,
+            // Counted first: an answer may complete within `issue`.
+            self.phones.resolve_pending += 1;
+            if self.issue(asker, cmd, Pending::Resolve { phone, home }).is_err() {
+                self.phones.resolve_pending -= 1;
+                self.phone_metrics.registrations_lost += 1;
             }
         }
         let limit = self.now + RESOLVE_LIMIT;
@@ -534,7 +537,10 @@ impl Simulation {
             Outcome::Fetched { values } if usage::serving_nodes(&values).contains(&want) => {
                 self.phone_metrics.resolved += 1;
             }
-            _ => self.phone_metrics.registrations_lost += 1,
+            other => {
+                tracing::warn!(home = %self.id_of(home), outcome = ?other, "sim: a registered phone does not resolve");
+                self.phone_metrics.registrations_lost += 1;
+            }
         }
     }
 }

@@ -359,6 +359,7 @@ pub(super) fn build(sim: &Simulation, ring: RingCheck) -> SimReport {
     r.timer_stalls = m.timer_stalls;
     r.events = m.events;
     let p = &sim.phone_metrics;
+    r.phones = sim.phones.list.len();
     r.registrations = p.registrations;
     r.registration_success_rate = rate(p.registrations_ok, p.registrations);
     r.phones_rehomed = p.rehomed;

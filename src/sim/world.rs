@@ -24,6 +24,9 @@ use crate::peer::{Peer, PeerConfig, PeerEvent, PeerState, Transmit};
 use crate::wire::NodeId;
 use crate::wire::attach::OverlayLinkType;
 
+/// A user's (PKCS#8 key, DER certificate).
+pub(super) type UserIdentity = (Vec<u8>, Vec<u8>);
+
 /// Wall clock at virtual time zero: 2026-01-01T00:00:00Z, so certificate
 /// validity and storage times are the same in every run.
 pub const SIM_EPOCH_MS: u64 = 1_767_225_600_000;
@@ -315,8 +318,8 @@ impl Simulation {
             Ev::DialFailed { a, dial } => self.dial_failed(a, dial),
             Ev::LinkDown { at, peer } => self.link_down(at, peer),
             Ev::Timer { slot } => self.timer(slot),
-            Ev::ToPhone { phone, from, bytes } => self.to_phone(phone, from, &bytes),
-            Ev::ToPeerSip { slot, phone, bytes } => self.to_peer_sip(slot, phone, &bytes),
+            Ev::ToPhone { phone, from, bytes } => self.deliver_to_phone(phone, from, &bytes),
+            Ev::ToPeerSip { slot, phone, bytes } => self.deliver_to_peer_sip(slot, phone, &bytes),
             Ev::SipNode { to, from, bytes } => self.sip_node(to, from, &bytes),
             Ev::SipConnect { a, b } => self.sip_connect(a, b),
             Ev::SipDialFailed { a, node } => self.sip_dial_failed(a, node),
@@ -540,7 +543,7 @@ impl Simulation {
 
     /// A user certificate binding `user` (an AOR) and `node`, for real
     /// signatures; `None` with fast ones (which sign as any user).
-    pub(super) fn issue_user_identity(&mut self, user: &str, node: NodeId) -> Result<Option<(Vec<u8>, Vec<u8>)>, SimError> {
+    pub(super) fn issue_user_identity(&mut self, user: &str, node: NodeId) -> Result<Option<UserIdentity>, SimError> {
         let seed: [u8; 32] = self.rng.random();
         match &self.crypto {
             CryptoSource::Fast { .. } => Ok(None),

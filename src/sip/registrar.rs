@@ -121,9 +121,7 @@ impl Registrar {
 
     /// Every AOR with a binding, and its latest expiry.
     pub fn registered(&self) -> impl Iterator<Item = (&str, Instant)> + '_ {
-        self.bindings
-            .iter()
-            .filter_map(|(aor, b)| Some((aor.as_str(), b.iter().map(|b| b.expires_at).max()?)))
+        self.bindings.iter().filter_map(|(aor, b)| Some((aor.as_str(), b.iter().map(|b| b.expires_at).max()?)))
     }
 
     /// The current bindings of `aor` (normalised).
@@ -475,7 +473,9 @@ impl SipEdge {
             .reg
             .registered()
             .filter(|(_, at)| *at > now)
-            .map(|(aor, at)| (aor.to_owned(), u32::try_from(at.duration_since(now).as_secs()).unwrap_or(u32::MAX).max(1)))
+            .map(|(aor, at)| {
+                (aor.to_owned(), u32::try_from(at.duration_since(now).as_secs()).unwrap_or(u32::MAX).max(1))
+            })
             .collect();
         for (aor, expires_s) in &due {
             let op = self.fresh_op();

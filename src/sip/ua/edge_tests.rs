@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use super::{UaConfig, UaEvent, UserAgent};
 use crate::node::db::SipUser;
+use crate::sip::NodeRef;
 use crate::sip::digest::{self, DigestAlgorithm};
 use crate::sip::edge::{EdgeConfig, EdgeOutput, OverlayResult, SipEdge};
 use crate::sip::message::SipMessage;
 use crate::sip::transaction::{Transport, TransportAddr};
-use crate::sip::NodeRef;
 
 const DOMAIN: &str = "chordphone.test";
 
