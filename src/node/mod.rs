@@ -10,6 +10,5 @@ pub mod enroll;
 pub mod link;
 pub mod metrics;
 mod ops;
-pub mod overlay_doc;
 pub mod runtime;
 pub mod sip_io;

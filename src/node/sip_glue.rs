@@ -14,7 +14,7 @@ use tracing::{debug, info};
 use super::super::config::{LocalSettings, NodePaths};
 use super::super::db::NodeDb;
 use super::super::link::LinkSecurity;
-use super::super::overlay_doc::OverlayDocument;
+use crate::overlay::document::OverlayDocument;
 use super::super::sip_io::{self, SipInput};
 use super::{Node, wall_ms};
 use crate::peer::host_candidate;
