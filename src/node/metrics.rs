@@ -97,6 +97,11 @@ metric_table! {
     SipMalformedDropped => Counter, "chordphone_sip_malformed_dropped_total", "malformed messages dropped";
     SipTlsHandshakeFailures => Counter, "chordphone_sip_tls_handshake_failures_total", "phone TLS handshakes that failed or timed out";
     Records => Gauge, "chordphone_records", "records held, by kind";
+    DataplaneForwardedPackets => Counter, "chordphone_dataplane_forwarded_packets_total", "datagrams forwarded by data-plane entries";
+    DataplaneForwardedBytes => Counter, "chordphone_dataplane_forwarded_bytes_total", "payload bytes forwarded by data-plane entries";
+    DataplaneReceivedPackets => Counter, "chordphone_dataplane_received_packets_total", "datagrams received on data-plane sockets";
+    DataplaneDroppedPackets => Counter, "chordphone_dataplane_dropped_packets_total", "datagrams of an entry not sent";
+    DataplaneUnmatchedPackets => Counter, "chordphone_dataplane_unmatched_packets_total", "datagrams from no entry's address";
 }
 
 /// One sample: the metric, its labels and its value.

@@ -196,6 +196,8 @@ pub(super) enum PendingOp {
     Register { server: ServerTxId, request: Box<SipMessage>, plan: Plan },
     /// The last binding expired or its flow closed.
     Unregister { aor: String },
+    /// A registration stored again after a failure elsewhere.
+    Restore { aor: String },
     /// A proxy waiting for the AOR's registrations.
     Fetch { proxy: u64 },
 }
@@ -375,6 +377,10 @@ impl SipEdge {
                     warn!(%aor, error = %e, "overlay remove failed; the record expires on its own")
                 }
                 _ => debug!(%aor, "registration removed from the overlay"),
+            },
+            PendingOp::Restore { aor } => match result {
+                OverlayResult::Failed(e) => warn!(%aor, error = %e, "registration not restored"),
+                _ => debug!(%aor, "registration restored in the overlay"),
             },
             PendingOp::Fetch { proxy } => self.fetched(now, proxy, result),
         }

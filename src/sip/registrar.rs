@@ -119,6 +119,13 @@ impl Registrar {
         normalize_aor(aor).is_some_and(|aor| self.users.remove(&aor).is_some())
     }
 
+    /// Every AOR with a binding, and its latest expiry.
+    pub fn registered(&self) -> impl Iterator<Item = (&str, Instant)> + '_ {
+        self.bindings
+            .iter()
+            .filter_map(|(aor, b)| Some((aor.as_str(), b.iter().map(|b| b.expires_at).max()?)))
+    }
+
     /// The current bindings of `aor` (normalised).
     pub fn bindings(&self, aor: &str) -> &[Binding] {
         self.bindings.get(aor).map_or(&[], Vec::as_slice)
@@ -457,6 +464,26 @@ impl SipEdge {
             headers.push(("Require", "outbound".to_owned()));
         }
         self.reply(now, id, req, StatusCode::OK, None, &headers);
+    }
+
+    /// Stores every registration this edge serves again (RFC 7904 §3), for
+    /// its remaining lifetime: the owner calls this when a mass failure may
+    /// have taken every copy of some records (RFC 6940 §10.7 repairs only
+    /// what a surviving replica still holds). Returns how many were sent.
+    pub fn restore_registrations(&mut self, now: Instant) -> usize {
+        let due: Vec<(String, u32)> = self
+            .reg
+            .registered()
+            .filter(|(_, at)| *at > now)
+            .map(|(aor, at)| (aor.to_owned(), u32::try_from(at.duration_since(now).as_secs()).unwrap_or(u32::MAX).max(1)))
+            .collect();
+        for (aor, expires_s) in &due {
+            let op = self.fresh_op();
+            self.out.push_back(EdgeOutput::StoreRegistration { op, aor: aor.clone(), expires_s: *expires_s });
+            self.ops.insert(op, PendingOp::Restore { aor: aor.clone() });
+            self.deadlines.insert((now + self.cfg.overlay_timeout, Deadline::Op(op)));
+        }
+        due.len()
     }
 
     /// The last binding of `aor` is gone: remove our overlay entry.

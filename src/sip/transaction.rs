@@ -249,8 +249,10 @@ pub enum ServerState {
 pub struct TransactionLayer {
     config: TransactionConfig,
     next_id: u64,
-    clients: BTreeMap<ClientTxId, ClientTx>,
-    servers: BTreeMap<ServerTxId, ServerTx>,
+    // Boxed: a B-tree leaf holds 11 values, and a user agent has only a
+    // few transactions, so inline values would cost ~10 KB each.
+    clients: BTreeMap<ClientTxId, Box<ClientTx>>,
+    servers: BTreeMap<ServerTxId, Box<ServerTx>>,
     client_keys: BTreeMap<(String, Method), ClientTxId>,
     server_keys: BTreeMap<ServerKey, ServerTxId>,
     /// (deadline, transaction): each live transaction's earliest timer.
@@ -481,7 +483,7 @@ impl TransactionLayer {
             scheduled: None,
         };
         self.server_keys.insert(key, id);
-        self.servers.insert(id, tx);
+        self.servers.insert(id, Box::new(tx));
         self.reschedule(TxId::Server(id));
         tracing::trace!(tx = ?id, %method, "new server transaction");
         match method {
@@ -639,7 +641,7 @@ impl TransactionLayer {
             scheduled: None,
         };
         self.client_keys.insert(key, id);
-        self.clients.insert(id, tx);
+        self.clients.insert(id, Box::new(tx));
         if state != ClientState::Held {
             self.launch(now, id);
         }

@@ -1,0 +1,93 @@
+//! The control-socket requests on forwarding entries (`chordphone forward
+//! add/remove/list`) and their JSON answers.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{Action, DataPlane, EntryId, EntryInfo};
+use crate::node::metrics::Metric;
+
+/// What an operator (or a benchmark) asks of the data plane.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "forward", rename_all = "snake_case")]
+pub enum ForwardRequest {
+    /// Forward datagrams from `from` to `to` and from `to` to `from`; both
+    /// send to the answer's `via`.
+    Add {
+        from: SocketAddr,
+        to: SocketAddr,
+    },
+    Remove {
+        id: EntryId,
+    },
+    /// Every entry with its counters, each worker's totals.
+    List,
+}
+
+impl DataPlane {
+    /// Answers one request: `Ok` with the JSON result, `Err` with the
+    /// message the operator sees.
+    pub fn handle(&mut self, req: &ForwardRequest) -> Result<Value, String> {
+        match *req {
+            ForwardRequest::Add { from, to } => {
+                let info = self.install(from, to, Action::Forward).map_err(|e| e.to_string())?;
+                tracing::info!(id = info.id, %from, %to, via = %info.via, "forwarding entry installed");
+                Ok(entry_json(info))
+            }
+            ForwardRequest::Remove { id } => {
+                let info = self.remove(id).map_err(|e| e.to_string())?;
+                tracing::info!(id, "forwarding entry removed");
+                Ok(entry_json(&info))
+            }
+            ForwardRequest::List => Ok(json!({
+                "entries": self.entries().map(entry_json).collect::<Vec<_>>(),
+                "workers": self.workers_json(),
+                "totals": self.totals(),
+            })),
+        }
+    }
+
+    /// The summary `status --json` shows.
+    pub fn status_json(&self) -> Value {
+        json!({
+            "enabled": !self.sockets().is_empty(),
+            "entries": self.len(),
+            "sockets": self.sockets(),
+            "totals": self.totals(),
+        })
+    }
+
+    /// Totals for Prometheus, as counters of the metric table.
+    pub fn metric_counters(&self) -> [(Metric, u64); 5] {
+        let t = self.totals();
+        [
+            (Metric::DataplaneForwardedPackets, t.forwarded),
+            (Metric::DataplaneForwardedBytes, t.forwarded_bytes),
+            (Metric::DataplaneReceivedPackets, t.received),
+            (Metric::DataplaneDroppedPackets, t.dropped),
+            (Metric::DataplaneUnmatchedPackets, t.unmatched),
+        ]
+    }
+
+    fn workers_json(&self) -> Vec<Value> {
+        self.sockets()
+            .into_iter()
+            .zip(self.worker_stats())
+            .map(|(socket, stats)| json!({"socket": socket, "stats": stats}))
+            .collect()
+    }
+}
+
+fn entry_json(e: &EntryInfo) -> Value {
+    json!({
+        "id": e.id,
+        "from": e.a,
+        "to": e.b,
+        "action": e.action,
+        "worker": e.worker,
+        "via": e.via,
+        "counters": e.counters(),
+    })
+}
