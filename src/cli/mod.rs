@@ -196,7 +196,7 @@ pub fn lookup(args: NameArgs) -> anyhow::Result<()> {
 
 use crate::node::db::{NodeDb, StoredIdentity};
 use crate::node::enroll::{self, EnrollServerConfig, EnrollUsers, Enrollment};
-use crate::node::overlay_doc::OverlayDocument;
+use crate::overlay::document::OverlayDocument;
 use crate::security::{KeyAlgorithm, KeyPair, OverlayCa};
 
 /// Files of an overlay directory (kept by the overlay's operator).
@@ -367,7 +367,7 @@ fn overlay_init(a: OverlayInitArgs) -> anyhow::Result<()> {
     doc.chord_update_interval_s = a.update_interval.max(1);
     doc.chord_ping_interval_s = a.ping_interval.max(1);
     if !a.links.is_empty() {
-        doc.link_types = a.links.iter().map(|l| crate::node::overlay_doc::LinkType::parse(l)).collect();
+        doc.link_types = a.links.iter().map(|l| crate::overlay::document::LinkType::parse(l)).collect();
     }
     let xml = doc.sign(&ca)?;
     write_private(&dir.ca_key(), &ca.key().to_pkcs8_der())?;

@@ -2,7 +2,7 @@
 //! node keeps there.
 //!
 //! What the whole overlay must agree on lives in the signed overlay
-//! document (RFC 6940 §11.1, [`super::overlay_doc`]); this file holds what
+//! document (RFC 6940 §11.1, [`crate::overlay::document`]); this file holds what
 //! each operator chooses for their own node: addresses, client mode, the
 //! link type among those the overlay permits, queue sizes, logging and
 //! the SIP edge.
@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::overlay_doc::LinkType;
+use crate::overlay::document::LinkType;
 
 /// RELOAD's IANA-registered port (RFC 6940 §14.2).
 pub const RELOAD_PORT: u16 = 6084;

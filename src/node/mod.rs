@@ -11,6 +11,5 @@ pub mod enroll;
 pub mod link;
 pub mod metrics;
 mod ops;
-pub mod overlay_doc;
 pub mod runtime;
 pub mod sip_io;

@@ -8,7 +8,7 @@ use tracing::{debug, error, info, info_span, warn};
 
 use super::accounts::{UserIdentityRecord, account_identity, delete_account, save_account};
 use super::control::{ControlCall, ControlRequest, ControlResponse};
-use super::metrics::Snapshot;
+use super::metrics::{Metric, Snapshot};
 use super::runtime::Node;
 use crate::overlay::{Command, Failure, Outcome};
 use crate::sip::SipUser;
@@ -187,74 +187,36 @@ impl Node {
     pub(super) fn publish_metrics(&self, now: Instant) {
         let c = self.peer.overlay().counters();
         let mut s = Snapshot::default();
-        s.counter("chordphone_reload_messages_sent_total", "RELOAD messages sent", c.messages_sent);
-        s.counter("chordphone_reload_messages_received_total", "RELOAD messages received", c.messages_received);
-        s.counter("chordphone_reload_forwarded_total", "RELOAD messages forwarded for others", c.forwarded);
-        s.counter(
-            "chordphone_reload_dropped_malformed_total",
-            "malformed RELOAD messages dropped",
-            c.dropped_malformed,
-        );
-        s.counter(
-            "chordphone_reload_dropped_signature_total",
-            "messages dropped for a bad signature",
-            c.dropped_signature,
-        );
-        s.counter(
-            "chordphone_reload_dropped_unroutable_total",
-            "messages that could not be routed",
-            c.dropped_unroutable,
-        );
-        s.counter("chordphone_reload_retransmissions_total", "end-to-end retransmissions", c.retransmissions);
-        s.counter("chordphone_reload_transactions_failed_total", "transactions that failed", c.transactions_failed);
-        s.counter("chordphone_reload_errors_sent_total", "RELOAD Error responses sent", c.errors_sent);
-        s.counter("chordphone_link_queue_drops_total", "messages dropped on a full link queue", self.queue_drops);
-        s.counter(
-            "chordphone_links_rejected_total",
-            "incoming links refused (handshake, certificate, garbage)",
-            self.listener_rejected.load(std::sync::atomic::Ordering::Relaxed),
-        );
-        s.gauge("chordphone_links", "open overlay links", vec![], self.links.len() as f64);
-        s.gauge(
-            "chordphone_joined",
-            "1 when the node is in the ring",
-            vec![],
-            f64::from(u8::from(self.peer.overlay().is_joined())),
-        );
-        s.gauge(
-            "chordphone_uptime_seconds",
-            "seconds since start",
-            vec![],
-            now.saturating_duration_since(self.started).as_secs_f64(),
-        );
+        s.count(Metric::ReloadMessagesSent, c.messages_sent);
+        s.count(Metric::ReloadMessagesReceived, c.messages_received);
+        s.count(Metric::ReloadForwarded, c.forwarded);
+        s.count(Metric::ReloadDroppedMalformed, c.dropped_malformed);
+        s.count(Metric::ReloadDroppedSignature, c.dropped_signature);
+        s.count(Metric::ReloadDroppedUnroutable, c.dropped_unroutable);
+        s.count(Metric::ReloadRetransmissions, c.retransmissions);
+        s.count(Metric::ReloadTransactionsFailed, c.transactions_failed);
+        s.count(Metric::ReloadErrorsSent, c.errors_sent);
+        s.count(Metric::LinkQueueDrops, self.queue_drops);
+        s.count(Metric::LinksRejected, self.listener_rejected.load(std::sync::atomic::Ordering::Relaxed));
+        s.set(Metric::Links, self.links.len() as f64);
+        s.set(Metric::Joined, f64::from(u8::from(self.peer.overlay().is_joined())));
+        s.set(Metric::UptimeSeconds, now.saturating_duration_since(self.started).as_secs_f64());
         if let Some(edge) = self.peer.sip_edge() {
             let e = edge.counters();
-            s.counter("chordphone_sip_register_ok_total", "REGISTERs answered 200", e.register_ok);
-            s.counter("chordphone_sip_register_fail_total", "REGISTERs refused", e.register_fail);
-            s.counter("chordphone_sip_auth_challenges_total", "digest challenges sent", e.auth_challenges);
-            s.counter(
-                "chordphone_sip_forwarded_local_total",
-                "requests sent to local phones",
-                e.requests_forwarded_local,
-            );
-            s.counter("chordphone_sip_forwarded_node_total", "requests sent to other nodes", e.requests_forwarded_node);
-            s.counter("chordphone_sip_responses_total", "responses sent", e.responses);
-            s.counter(
-                "chordphone_sip_malformed_rejected_total",
-                "malformed requests answered 400",
-                e.malformed_rejected,
-            );
-            s.counter("chordphone_sip_malformed_dropped_total", "malformed messages dropped", e.malformed_dropped);
-            s.counter(
-                "chordphone_sip_tls_handshake_failures_total",
-                "phone TLS handshakes that failed or timed out",
-                super::sip_io::tls_handshake_failures(),
-            );
+            s.count(Metric::SipRegisterOk, e.register_ok);
+            s.count(Metric::SipRegisterFail, e.register_fail);
+            s.count(Metric::SipAuthChallenges, e.auth_challenges);
+            s.count(Metric::SipForwardedLocal, e.requests_forwarded_local);
+            s.count(Metric::SipForwardedNode, e.requests_forwarded_node);
+            s.count(Metric::SipResponses, e.responses);
+            s.count(Metric::SipMalformedRejected, e.malformed_rejected);
+            s.count(Metric::SipMalformedDropped, e.malformed_dropped);
+            s.count(Metric::SipTlsHandshakeFailures, super::sip_io::tls_handshake_failures());
         }
         for (k, n) in self.peer.overlay().records_by_kind() {
-            s.gauge("chordphone_records", "records held, by kind", vec![("kind", kind_name(k))], n as f64);
+            s.set_labelled(Metric::Records, vec![("kind", kind_name(k))], n as f64);
         }
-        self.dataplane.metric_counters().into_iter().for_each(|(name, help, v)| s.counter(name, help, v));
+        self.dataplane.metric_counters().into_iter().for_each(|(metric, v)| s.count(metric, v));
         let _ = self.metrics_tx.send(s);
     }
 }

@@ -29,7 +29,7 @@ use super::control::{self, ControlCall, ControlRequest, ControlResponse};
 use super::db::{HostCacheEntry, NodeDb, RecordRow};
 use super::link::{self, Link, LinkEvent, LinkKind, LinkSecurity};
 use super::metrics::{self, Snapshot};
-use super::overlay_doc::{LinkType, OverlayDocument};
+use crate::overlay::document::{LinkType, OverlayDocument};
 use crate::overlay::{CertCrypto, OverlayNode, RequestId, TrustAnchor};
 use crate::peer::{DialId, LinkId, Peer, PeerConfig, PeerEvent, PeerState};
 use crate::security::KeyPair;

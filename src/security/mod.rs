@@ -1,6 +1,7 @@
 //! Identities and signatures (RFC 6940 §6.3.4, §7.1, §11.3): key pairs,
 //! the overlay's enrollment CA, certificate checks, and the signatures on
-//! messages and stored data.
+//! messages and stored data; [`enroll`] is the CA side of §11.3
+//! enrollment (certificate requests, the enrollment policy, issuing).
 //!
 //! Sans-IO: nothing here reads a clock (wall time is an argument) and the
 //! only randomness is the OS's, drawn by `ring` and `rsa` for key
@@ -8,6 +9,7 @@
 
 mod ca;
 mod cert;
+pub mod enroll;
 mod error;
 mod keys;
 pub mod seam;

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{Action, DataPlane, EntryId, EntryInfo};
+use crate::node::metrics::Metric;
 
 /// What an operator (or a benchmark) asks of the data plane.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -58,19 +59,15 @@ impl DataPlane {
         })
     }
 
-    /// Totals for Prometheus, as (name, help, value) counters.
-    pub fn metric_counters(&self) -> [(&'static str, &'static str, u64); 5] {
+    /// Totals for Prometheus, as counters of the metric table.
+    pub fn metric_counters(&self) -> [(Metric, u64); 5] {
         let t = self.totals();
         [
-            ("chordphone_dataplane_forwarded_packets_total", "datagrams forwarded by data-plane entries", t.forwarded),
-            (
-                "chordphone_dataplane_forwarded_bytes_total",
-                "payload bytes forwarded by data-plane entries",
-                t.forwarded_bytes,
-            ),
-            ("chordphone_dataplane_received_packets_total", "datagrams received on data-plane sockets", t.received),
-            ("chordphone_dataplane_dropped_packets_total", "datagrams of an entry not sent", t.dropped),
-            ("chordphone_dataplane_unmatched_packets_total", "datagrams from no entry's address", t.unmatched),
+            (Metric::DataplaneForwardedPackets, t.forwarded),
+            (Metric::DataplaneForwardedBytes, t.forwarded_bytes),
+            (Metric::DataplaneReceivedPackets, t.received),
+            (Metric::DataplaneDroppedPackets, t.dropped),
+            (Metric::DataplaneUnmatchedPackets, t.unmatched),
         ]
     }
 

@@ -16,10 +16,14 @@
 //! either the state before or the state after the call, never a mix
 //! (`tests/db_crash.rs` SIGKILLs a writer to check this).
 //!
-//! Values are encoded with a small explicit binary format (big-endian
-//! integers, `u64`-length-prefixed byte strings) under the schema version kept
-//! in `meta`; decoding malformed bytes gives [`DbError::Corrupt`], never a
-//! panic.
+//! Values are serde row types encoded with postcard ([`rows`]) under the
+//! schema version kept in `meta`; decoding malformed bytes gives
+//! [`DbError::Corrupt`], never a panic. A file of schema version 1 (the
+//! hand-written encoding of chordphone 0.1) is migrated once, atomically,
+//! when it is opened ([`v1`]).
+
+mod rows;
+mod v1;
 
 use std::cmp::Reverse;
 use std::net::SocketAddr;
@@ -30,14 +34,19 @@ use redb::{
     WriteTransaction,
 };
 
-use crate::wire::{NODE_ID_LEN, NodeId};
+use self::rows::{
+    decode_host, decode_identity, decode_record, decode_sip_user, encode_host, encode_identity, encode_record,
+    encode_sip_user,
+};
+use crate::wire::NodeId;
 
 /// File name of the database inside the node's data directory.
 pub const FILE_NAME: &str = "node.db";
 
 /// Schema version written by this build. Opening a file with a newer version
-/// is refused ([`DbError::NewerSchema`]) rather than risking misreading it.
-pub const SCHEMA_VERSION: u32 = 1;
+/// is refused ([`DbError::NewerSchema`]) rather than risking misreading it;
+/// version 1 is migrated on open.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The `meta` key that holds the schema version; [`NodeDb::put_meta`] refuses it.
 pub const SCHEMA_VERSION_KEY: &str = "schema_version";
@@ -50,8 +59,6 @@ const SIP_USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("sip_users"
 
 /// The single row key of the `identity` table.
 const IDENTITY_KEY: &str = "self";
-/// Format tag of an encoded identity, bumped with the schema if it changes.
-const IDENTITY_FORMAT: u8 = 1;
 /// The database is small (identity, a few hundred peers, stored records), so
 /// redb's default 1 GiB page cache would only be an upper bound to forget.
 const CACHE_BYTES: usize = 16 * 1024 * 1024;
@@ -78,6 +85,9 @@ pub enum DbError {
     /// A stored value did not decode.
     #[error("node database {}: {op} failed: corrupt {what}: {reason}", path.display())]
     Corrupt { path: PathBuf, op: &'static str, what: &'static str, reason: String },
+    /// A value could not be encoded for storage.
+    #[error("node database {}: {op} failed: cannot encode {what}: {reason}", path.display())]
+    Encode { path: PathBuf, op: &'static str, what: &'static str, reason: String },
     /// The caller tried to write a key the database manages itself.
     #[error("node database {}: {op} refused: meta key {key:?} is reserved", path.display())]
     ReservedKey { path: PathBuf, op: &'static str, key: String },
@@ -168,8 +178,8 @@ impl NodeDb {
 
     /// Stores the node's identity, replacing any previous one.
     pub fn put_identity(&self, identity: &StoredIdentity) -> Result<(), DbError> {
-        let bytes = encode_identity(identity);
         self.write("put identity", |op, txn| {
+            let bytes = encode_identity(identity).map_err(|reason| op.encode("identity", reason))?;
             txn.open_table(IDENTITY).map_err(op.st())?.insert(IDENTITY_KEY, bytes.as_slice()).map_err(op.st())?;
             Ok(())
         })
@@ -190,7 +200,7 @@ impl NodeDb {
         self.write("record peers", |op, txn| {
             let mut table = txn.open_table(HOST_CACHE).map_err(op.st())?;
             for e in entries {
-                let value = encode_host(e);
+                let value = encode_host(e).map_err(|reason| op.encode("host cache entry", reason))?;
                 table.insert(e.node_id.0.as_slice(), value.as_slice()).map_err(op.st())?;
             }
             Ok(())
@@ -236,7 +246,8 @@ impl NodeDb {
             txn.delete_table(RECORDS).map_err(op.st())?;
             let mut table = txn.open_table(RECORDS).map_err(op.st())?;
             for (index, row) in (0u64..).zip(rows) {
-                table.insert(index, encode_record(row).as_slice()).map_err(op.st())?;
+                let value = encode_record(row).map_err(|reason| op.encode("record", reason))?;
+                table.insert(index, value.as_slice()).map_err(op.st())?;
             }
             Ok(())
         })
@@ -257,8 +268,8 @@ impl NodeDb {
 
     /// Inserts or replaces the account for `user.aor`.
     pub fn put_sip_user(&self, user: &SipUser) -> Result<(), DbError> {
-        let value = encode_sip_user(user);
         self.write("put SIP user", |op, txn| {
+            let value = encode_sip_user(user).map_err(|reason| op.encode("SIP user", reason))?;
             txn.open_table(SIP_USERS).map_err(op.st())?.insert(user.aor.as_str(), value.as_slice()).map_err(op.st())?;
             Ok(())
         })
@@ -316,32 +327,31 @@ impl NodeDb {
         })
     }
 
-    /// Creates missing tables and writes or checks the schema version, in
-    /// one transaction so a newer file is left untouched.
+    /// Creates missing tables and writes, checks or migrates the schema
+    /// version, in one transaction so a newer file is left untouched and a
+    /// migration is all or nothing.
     fn init_schema(&self) -> Result<(), DbError> {
         self.write("initialise schema", |op, txn| {
-            {
-                let mut meta = txn.open_table(META).map_err(op.st())?;
-                let found = meta.get(SCHEMA_VERSION_KEY).map_err(op.st())?.map(|guard| {
-                    <[u8; 4]>::try_from(guard.value()).map(u32::from_be_bytes).map_err(|_| "not 4 bytes".to_owned())
-                });
-                match found {
-                    None => {
-                        meta.insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION.to_be_bytes().as_slice()).map_err(op.st())?;
-                    }
-                    Some(Err(reason)) => return Err(op.corrupt("schema version", reason)),
-                    Some(Ok(SCHEMA_VERSION)) => {}
-                    Some(Ok(found)) if found > SCHEMA_VERSION => {
-                        return Err(DbError::NewerSchema { path: self.path.clone(), found, supported: SCHEMA_VERSION });
-                    }
-                    // Version 1 is the first; nothing older was ever written.
-                    Some(Ok(found)) => return Err(op.corrupt("schema version", format!("unknown version {found}"))),
-                }
-            }
             txn.open_table(IDENTITY).map_err(op.st())?;
             txn.open_table(HOST_CACHE).map_err(op.st())?;
             txn.open_table(RECORDS).map_err(op.st())?;
             txn.open_table(SIP_USERS).map_err(op.st())?;
+            let mut meta = txn.open_table(META).map_err(op.st())?;
+            let found = meta.get(SCHEMA_VERSION_KEY).map_err(op.st())?.map(|guard| {
+                <[u8; 4]>::try_from(guard.value()).map(u32::from_be_bytes).map_err(|_| "not 4 bytes".to_owned())
+            });
+            match found {
+                Some(Ok(SCHEMA_VERSION)) => return Ok(()),
+                // A new file.
+                None => {}
+                Some(Ok(v1::VERSION)) => v1::migrate(op, txn)?,
+                Some(Ok(found)) if found > SCHEMA_VERSION => {
+                    return Err(DbError::NewerSchema { path: self.path.clone(), found, supported: SCHEMA_VERSION });
+                }
+                Some(Ok(found)) => return Err(op.corrupt("schema version", format!("unknown version {found}"))),
+                Some(Err(reason)) => return Err(op.corrupt("schema version", reason)),
+            }
+            meta.insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION.to_be_bytes().as_slice()).map_err(op.st())?;
             Ok(())
         })
     }
@@ -395,6 +405,10 @@ impl Op<'_> {
     fn corrupt(&self, what: &'static str, reason: impl Into<String>) -> DbError {
         DbError::Corrupt { path: self.path.to_path_buf(), op: self.name, what, reason: reason.into() }
     }
+
+    fn encode(&self, what: &'static str, reason: impl Into<String>) -> DbError {
+        DbError::Encode { path: self.path.to_path_buf(), op: self.name, what, reason: reason.into() }
+    }
 }
 
 fn read_host_cache(
@@ -408,160 +422,6 @@ fn read_host_cache(
     }
     entries.sort_by_key(|e| (Reverse(e.last_seen_unix_s), e.node_id));
     Ok(entries)
-}
-
-fn encode_identity(id: &StoredIdentity) -> Vec<u8> {
-    let mut enc = Enc::default();
-    enc.u8(IDENTITY_FORMAT);
-    enc.bytes(&id.key_pkcs8);
-    enc.bytes(&id.cert_der);
-    enc.bytes(&id.ca_der);
-    enc.bytes(&id.node_id.0);
-    match &id.user {
-        None => enc.u8(0),
-        Some(user) => {
-            enc.u8(1);
-            enc.bytes(user.as_bytes());
-        }
-    }
-    enc.0
-}
-
-fn decode_identity(bytes: &[u8]) -> Result<StoredIdentity, String> {
-    let mut dec = Dec(bytes);
-    let format = dec.u8()?;
-    if format != IDENTITY_FORMAT {
-        return Err(format!("unknown identity format {format}"));
-    }
-    let key_pkcs8 = dec.bytes()?.to_vec();
-    let cert_der = dec.bytes()?.to_vec();
-    let ca_der = dec.bytes()?.to_vec();
-    let node_id = node_id(dec.bytes()?)?;
-    let user = match dec.u8()? {
-        0 => None,
-        1 => Some(dec.string()?),
-        tag => return Err(format!("bad user tag {tag}")),
-    };
-    dec.finish()?;
-    Ok(StoredIdentity { key_pkcs8, cert_der, ca_der, node_id, user })
-}
-
-fn encode_host(e: &HostCacheEntry) -> Vec<u8> {
-    let mut enc = Enc::default();
-    enc.bytes(e.addr.to_string().as_bytes());
-    enc.u64(e.last_seen_unix_s);
-    enc.0
-}
-
-fn decode_host(key: &[u8], value: &[u8]) -> Result<HostCacheEntry, String> {
-    let node_id = node_id(key)?;
-    let mut dec = Dec(value);
-    let addr_text = dec.string()?;
-    let addr = addr_text.parse().map_err(|_| format!("bad socket address {addr_text:?}"))?;
-    let last_seen_unix_s = dec.u64()?;
-    dec.finish()?;
-    Ok(HostCacheEntry { node_id, addr, last_seen_unix_s })
-}
-
-fn encode_record(row: &RecordRow) -> Vec<u8> {
-    let mut enc = Enc::default();
-    enc.bytes(&row.resource);
-    enc.u32(row.kind);
-    enc.bytes(&row.data);
-    enc.0
-}
-
-fn decode_record(bytes: &[u8]) -> Result<RecordRow, String> {
-    let mut dec = Dec(bytes);
-    let resource = dec.bytes()?.to_vec();
-    let kind = dec.u32()?;
-    let data = dec.bytes()?.to_vec();
-    dec.finish()?;
-    Ok(RecordRow { resource, kind, data })
-}
-
-fn encode_sip_user(user: &SipUser) -> Vec<u8> {
-    let mut enc = Enc::default();
-    enc.bytes(user.realm.as_bytes());
-    enc.bytes(user.ha1_md5.as_bytes());
-    enc.bytes(user.ha1_sha256.as_bytes());
-    enc.u64(user.created_unix_s);
-    enc.0
-}
-
-fn decode_sip_user(aor: &str, bytes: &[u8]) -> Result<SipUser, String> {
-    let mut dec = Dec(bytes);
-    let realm = dec.string()?;
-    let ha1_md5 = dec.string()?;
-    let ha1_sha256 = dec.string()?;
-    let created_unix_s = dec.u64()?;
-    dec.finish()?;
-    Ok(SipUser { aor: aor.to_owned(), realm, ha1_md5, ha1_sha256, created_unix_s })
-}
-
-fn node_id(bytes: &[u8]) -> Result<NodeId, String> {
-    <[u8; NODE_ID_LEN]>::try_from(bytes)
-        .map(NodeId)
-        .map_err(|_| format!("node id of {} bytes, expected {NODE_ID_LEN}", bytes.len()))
-}
-
-/// Writer of the value encoding: big-endian integers, byte strings prefixed
-/// with their `u64` length.
-#[derive(Default)]
-struct Enc(Vec<u8>);
-
-impl Enc {
-    fn u8(&mut self, v: u8) {
-        self.0.push(v);
-    }
-    fn u32(&mut self, v: u32) {
-        self.0.extend_from_slice(&v.to_be_bytes());
-    }
-    fn u64(&mut self, v: u64) {
-        self.0.extend_from_slice(&v.to_be_bytes());
-    }
-    fn bytes(&mut self, v: &[u8]) {
-        self.u64(v.len() as u64);
-        self.0.extend_from_slice(v);
-    }
-}
-
-/// Reader of the value encoding; every read is bounds-checked.
-struct Dec<'a>(&'a [u8]);
-
-impl<'a> Dec<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let Some((head, rest)) = self.0.split_at_checked(n) else {
-            return Err(format!("truncated: wanted {n} bytes, {} left", self.0.len()));
-        };
-        self.0 = rest;
-        Ok(head)
-    }
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
-        let head = self.take(N)?;
-        <[u8; N]>::try_from(head).map_err(|_| "length mismatch".to_owned())
-    }
-    fn u8(&mut self) -> Result<u8, String> {
-        Ok(u8::from_be_bytes(self.array()?))
-    }
-    fn u32(&mut self) -> Result<u32, String> {
-        Ok(u32::from_be_bytes(self.array()?))
-    }
-    fn u64(&mut self) -> Result<u64, String> {
-        Ok(u64::from_be_bytes(self.array()?))
-    }
-    fn bytes(&mut self) -> Result<&'a [u8], String> {
-        let len = self.u64()?;
-        let len = usize::try_from(len).map_err(|_| format!("length {len} too large"))?;
-        self.take(len)
-    }
-    fn string(&mut self) -> Result<String, String> {
-        let bytes = self.bytes()?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| "string is not UTF-8".to_owned())
-    }
-    fn finish(&self) -> Result<(), String> {
-        if self.0.is_empty() { Ok(()) } else { Err(format!("{} trailing bytes", self.0.len())) }
-    }
 }
 
 #[cfg(test)]
@@ -767,17 +627,21 @@ mod tests {
 
     #[test]
     fn decoders_never_panic_on_truncations_of_valid_values() {
-        let id = encode_identity(&identity());
+        let id = encode_identity(&identity()).unwrap();
         for n in 0..id.len() {
             assert!(decode_identity(id.get(..n).unwrap()).is_err(), "prefix {n}");
         }
-        let rec = encode_record(&row(9));
+        let rec = encode_record(&row(9)).unwrap();
         for n in 0..rec.len() {
             assert!(decode_record(rec.get(..n).unwrap()).is_err(), "prefix {n}");
         }
         let mut long = rec.clone();
         long.push(0);
         assert!(decode_record(&long).is_err());
+        let old = v1_identity(&identity());
+        for n in 0..old.len() {
+            assert!(v1::decode_identity(old.get(..n).unwrap()).is_err(), "prefix {n}");
+        }
     }
 
     proptest::proptest! {
@@ -787,6 +651,112 @@ mod tests {
             let _ = decode_record(&bytes);
             let _ = decode_sip_user("a", &bytes);
             let _ = decode_host(&bytes, &bytes);
+            let _ = v1::decode_identity(&bytes);
+            let _ = v1::decode_record(&bytes);
+            let _ = v1::decode_sip_user("a", &bytes);
+            let _ = v1::decode_host(&bytes, &bytes);
         }
+    }
+
+    // Values as chordphone 0.1 (schema version 1) wrote them, built by hand
+    // from its format: big-endian integers, byte strings prefixed with their
+    // u64 length, the identity led by format byte 1.
+    fn v1_str(out: &mut Vec<u8>, bytes: &[u8]) {
+        out.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+        out.extend_from_slice(bytes);
+    }
+
+    fn v1_identity(id: &StoredIdentity) -> Vec<u8> {
+        let mut out = vec![1u8];
+        for field in [&id.key_pkcs8[..], &id.cert_der, &id.ca_der, &id.node_id.0] {
+            v1_str(&mut out, field);
+        }
+        match &id.user {
+            None => out.push(0),
+            Some(user) => {
+                out.push(1);
+                v1_str(&mut out, user.as_bytes());
+            }
+        }
+        out
+    }
+
+    /// A node.db as the previous release left it.
+    fn write_v1_file(path: &Path, bad_record: bool) {
+        let db = Database::create(path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut meta = txn.open_table(META).unwrap();
+            meta.insert(SCHEMA_VERSION_KEY, 1u32.to_be_bytes().as_slice()).unwrap();
+            meta.insert("overlay", b"chordphone.example".as_slice()).unwrap();
+            txn.open_table(IDENTITY).unwrap().insert(IDENTITY_KEY, v1_identity(&identity()).as_slice()).unwrap();
+            let mut hosts = txn.open_table(HOST_CACHE).unwrap();
+            for p in
+                [peer(1, 1000, 10), HostCacheEntry { addr: "[2001:db8::1]:5060".parse().unwrap(), ..peer(2, 0, 20) }]
+            {
+                let mut v = Vec::new();
+                v1_str(&mut v, p.addr.to_string().as_bytes());
+                v.extend_from_slice(&p.last_seen_unix_s.to_be_bytes());
+                hosts.insert(p.node_id.0.as_slice(), v.as_slice()).unwrap();
+            }
+            let mut records = txn.open_table(RECORDS).unwrap();
+            for (i, r) in (0u64..).zip([row(4), row(2)]) {
+                let mut v = Vec::new();
+                v1_str(&mut v, &r.resource);
+                v.extend_from_slice(&r.kind.to_be_bytes());
+                v1_str(&mut v, &r.data);
+                if bad_record {
+                    v.push(0);
+                }
+                records.insert(i, v.as_slice()).unwrap();
+            }
+            let u = user("sip:carol@example.org");
+            let mut v = Vec::new();
+            for field in [&u.realm, &u.ha1_md5, &u.ha1_sha256] {
+                v1_str(&mut v, field.as_bytes());
+            }
+            v.extend_from_slice(&u.created_unix_s.to_be_bytes());
+            txn.open_table(SIP_USERS).unwrap().insert(u.aor.as_str(), v.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+
+    #[test]
+    fn a_schema_1_database_is_migrated_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = NodeDb::path_in(dir.path());
+        write_v1_file(&path, false);
+        let v6 = HostCacheEntry { addr: "[2001:db8::1]:5060".parse().unwrap(), ..peer(2, 0, 20) };
+        for _ in 0..2 {
+            // The second open finds version 2 and leaves it as it is.
+            let db = NodeDb::open(&path).unwrap();
+            assert_eq!(db.meta(SCHEMA_VERSION_KEY).unwrap(), Some(SCHEMA_VERSION.to_be_bytes().to_vec()));
+            assert_eq!(db.identity().unwrap(), Some(identity()));
+            assert_eq!(db.host_cache().unwrap(), vec![v6.clone(), peer(1, 1000, 10)]);
+            assert_eq!(db.records().unwrap(), vec![row(4), row(2)]);
+            assert_eq!(db.sip_users().unwrap(), vec![user("sip:carol@example.org")]);
+            assert_eq!(db.meta("overlay").unwrap().as_deref(), Some(&b"chordphone.example"[..]));
+            // Stored in the new encoding, not merely readable.
+            let txn = db.db.begin_read().unwrap();
+            let raw = txn.open_table(IDENTITY).unwrap().get(IDENTITY_KEY).unwrap().unwrap().value().to_vec();
+            assert_eq!(raw, encode_identity(&identity()).unwrap());
+        }
+    }
+
+    #[test]
+    fn a_schema_1_row_that_does_not_decode_leaves_the_file_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = NodeDb::path_in(dir.path());
+        write_v1_file(&path, true);
+        let err = NodeDb::open(&path).unwrap_err();
+        assert!(matches!(&err, DbError::Corrupt { what: "schema 1 record", .. }), "{err}");
+        assert!(err.to_string().contains("trailing bytes"), "{err}");
+        // Still version 1 with the old identity bytes: nothing was half-migrated.
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let version = txn.open_table(META).unwrap().get(SCHEMA_VERSION_KEY).unwrap().unwrap().value().to_vec();
+        assert_eq!(version, 1u32.to_be_bytes());
+        let raw = txn.open_table(IDENTITY).unwrap().get(IDENTITY_KEY).unwrap().unwrap().value().to_vec();
+        assert_eq!(raw, v1_identity(&identity()));
     }
 }
