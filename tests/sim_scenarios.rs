@@ -260,3 +260,62 @@ fn same_seed_same_report() {
     let c = run(&SimOptions { seed: 12, ..o });
     assert_ne!(a.to_json(), c.to_json());
 }
+
+// ---- phones: the SIP edge, the RFC 7904 usage and real user agents on
+// every peer, through the same Peer the daemon runs ----
+
+fn phones(nodes: usize, phones: usize, seed: u64) -> SimOptions {
+    SimOptions { phones, calls_per_s: 4.0, messages_per_s: 4.0, duration: 60.0, quiesce: 20.0, ..opts(nodes, seed) }
+}
+
+#[test]
+fn phones_register_call_and_message_across_the_overlay() {
+    let r = run(&phones(30, 200, 21));
+    assert_eq!(r.error, None);
+    assert_eq!(r.registrations, 200);
+    assert_eq!(r.registration_success_rate, Some(1.0), "{:?}", r.failures);
+    assert!(r.calls > 100, "{r:?}");
+    assert_eq!(r.call_success_rate, Some(1.0), "{:?}", r.failures);
+    assert!(r.sip_messages > 100);
+    assert_eq!(r.messages_delivered_rate, Some(1.0), "{:?}", r.failures);
+    assert_eq!(r.registrations_lost, 0);
+    // Virtual-time setup: a few overlay round trips at 50 ms per hop.
+    let p50 = r.call_setup_ms_p50.unwrap();
+    assert!(p50 > 100.0 && p50 < 3000.0, "setup p50 {p50} ms");
+}
+
+#[test]
+fn phones_with_real_signatures_register_as_their_aor() {
+    // Every registration is stored signed with a user certificate that
+    // binds the AOR and the serving peer (USER-NODE-MATCH).
+    let o = SimOptions { crypto: CryptoMode::Real, duration: 30.0, ..phones(10, 40, 22) };
+    let r = run(&o);
+    assert_eq!(r.registration_success_rate, Some(1.0), "{:?}", r.failures);
+    assert_eq!(r.call_success_rate, Some(1.0), "{:?}", r.failures);
+    assert_eq!(r.registrations_lost, 0);
+    assert_eq!(r.node_totals.dropped_signature, 0);
+}
+
+#[test]
+fn phones_survive_a_mass_failure() {
+    // Half the peers crash at once: calls to phones whose peer survived
+    // work again within 10 simulated seconds; phones of dead peers
+    // register elsewhere and are reachable again.
+    let o = SimOptions { kill_fraction: 0.5, kill_at: Some(30.0), duration: 90.0, ..phones(40, 300, 23) };
+    let r = run(&o);
+    assert_eq!(r.killed, 20);
+    assert!(r.phones_rehomed > 50, "{r:?}");
+    assert_eq!(r.registration_success_rate, Some(1.0), "{:?}", r.failures);
+    let recovery = r.call_recovery_s.expect("a kill happened");
+    assert!(recovery <= 10.0, "calls failed until {recovery} s after the kill: {:?}", r.failures);
+    assert_eq!(r.registrations_lost, 0);
+    assert!(r.ring_correct);
+}
+
+#[test]
+fn phones_same_seed_same_report() {
+    let o = SimOptions { kill_fraction: 0.2, loss: 0.01, ..phones(20, 100, 24) };
+    let a = run(&o);
+    assert_eq!(a.to_json(), run(&o).to_json());
+    assert!(a.calls > 0);
+}
