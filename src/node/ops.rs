@@ -243,7 +243,7 @@ impl Node {
             s.counter(
                 "chordphone_sip_tls_handshake_failures_total",
                 "phone TLS handshakes that failed or timed out",
-                super::sip_io::tls_handshake_failures(),
+                self.sip.as_ref().map_or(0, |s| s.tls_handshake_failures()),
             );
         }
         for (k, n) in self.peer.overlay().records_by_kind() {
