@@ -2,16 +2,21 @@
 //! lets unmodified phones register here and reach users registered on any
 //! node of the overlay.
 //!
-//! Implements RFC 3261 §10.3 (registrar, [`super::registrar`]),
-//! §16 (stateful proxy, [`super::proxy`]: validation §16.3 here, loose routing §16.4, forking and
-//! response selection §16.6–§16.7, CANCEL §16.10, Record-Route §16.6 step 4
-//! and RFC 5658 double Record-Route when the transport changes), §22
+//! Implements RFC 3261 §10.3 (registrar, [`super::registrar`]), §16
+//! (stateful proxy, [`super::proxy`]: validation §16.3 here, loose routing
+//! §16.4, forking and response selection §16.6–§16.7, CANCEL §16.10,
+//! Record-Route §16.6 step 4 and RFC 5658 double Record-Route when the
+//! transport changes), §22
 //! (digest, 401/407) and the RFC 7904 §3–§4 SIP usage: a registration is an
 //! overlay SIP-REGISTRATION record under the AOR pointing at this node, and a
 //! call to an AOR not registered here is found with a Fetch and sent to the
 //! serving node over the inter-node SIP connection (§4: AppAttach, then SIP).
 //! RFC 3581 and RFC 5626 flows: requests to a phone go to the address and
 //! stream connection its REGISTER came from.
+//!
+//! The edge itself is thin: it parses, validates (§16.3) and routes input to
+//! the [`Registrar`] or the [`Proxy`], which own their state and answer and
+//! forward through the shared [`EdgeCore`] (`shared.rs`).
 //!
 //! The runtime feeds datagrams/frames ([`SipEdge::handle_local`],
 //! [`SipEdge::handle_node`]), overlay answers ([`SipEdge::handle_overlay`])
@@ -24,8 +29,8 @@
 //! refused with 404), stateless forwarding of stray responses (§16.11:
 //! dropped and counted).
 
-mod core;
 mod malformed;
+mod shared;
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -40,7 +45,7 @@ use super::transaction::{
     RequestDisposition, ResponseDisposition, ServerTxId, TransactionConfig, TransportAddr, TxEvent, TxId,
 };
 
-pub(super) use self::core::{EdgeCore, node_of};
+pub(super) use shared::{EdgeCore, node_of};
 
 /// Configuration of one node's SIP edge.
 #[derive(Debug, Clone)]
