@@ -6,6 +6,8 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 pub mod cli;
+pub mod link;
+pub mod nat;
 pub mod node;
 pub mod overlay;
 pub mod peer;

@@ -43,6 +43,9 @@ enum Cmd {
     /// SIP accounts of a node (registrar users).
     #[command(subcommand)]
     User(nodecli::UserCmd),
+    /// Data-plane forwarding entries of a running node (UDP relayed between two addresses).
+    #[command(subcommand)]
+    Forward(chordphone::cli::forward::ForwardCmd),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
         Cmd::Fetch(args) => nodecli::fetch(args),
         Cmd::Lookup(args) => nodecli::lookup(args),
         Cmd::User(cmd) => nodecli::user(cmd),
+        Cmd::Forward(cmd) => chordphone::cli::forward::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -18,6 +18,7 @@ use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
 use openssl::x509::X509;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::mpsc;
 use tokio_openssl::SslStream;
 
 const OVERLAY: &str = "links.example.org";
@@ -63,7 +64,11 @@ async fn accept(l: &mut LinkListener) -> Link {
 }
 
 async fn next_event(link: &mut Link) -> LinkEvent {
-    tokio::time::timeout(LIMIT, link.rx.recv()).await.expect("no event in time").expect("event channel closed")
+    next_event_on(&mut link.rx).await
+}
+
+async fn next_event_on(rx: &mut mpsc::Receiver<LinkEvent>) -> LinkEvent {
+    tokio::time::timeout(LIMIT, rx.recv()).await.expect("no event in time").expect("event channel closed")
 }
 
 async fn next_message(link: &mut Link) -> Vec<u8> {
@@ -74,17 +79,20 @@ async fn next_message(link: &mut Link) -> Vec<u8> {
 }
 
 async fn closed_reason(link: &mut Link) -> String {
+    closed_reason_on(&mut link.rx).await
+}
+
+async fn closed_reason_on(rx: &mut mpsc::Receiver<LinkEvent>) -> String {
     loop {
-        if let LinkEvent::Closed(why) = next_event(link).await {
+        if let LinkEvent::Closed(why) = next_event_on(rx).await {
             return why;
         }
     }
 }
 
-/// Drops the link's sender (swapping in one for a dead channel), which
-/// closes the link.
-fn close(link: &mut Link) {
-    link.tx = tokio::sync::mpsc::channel(1).0;
+/// Drops the link's sender, which closes the link; its events go on.
+fn close(link: Link) -> mpsc::Receiver<LinkEvent> {
+    link.rx
 }
 
 /// Waits (bounded) for a counter the listener updates from another task.
@@ -134,6 +142,21 @@ async fn exchange(a: &mut Link, b: &mut Link, n: usize, size: impl Fn(usize) -> 
     }
 }
 
+/// Like [`exchange`], where a loss may reorder (SR resends): compares sets.
+async fn exchange_unordered(a: &mut Link, b: &mut Link, n: usize, len: usize) {
+    let sent: BTreeSet<Vec<u8>> = (0..n).map(|i| message(i, len)).collect();
+    for m in &sent {
+        a.tx.send(m.clone()).await.unwrap();
+        b.tx.send(m.clone()).await.unwrap();
+    }
+    let (mut at_a, mut at_b) = (BTreeSet::new(), BTreeSet::new());
+    for _ in 0..n {
+        at_b.insert(next_message(b).await);
+        at_a.insert(next_message(a).await);
+    }
+    assert_eq!((at_a, at_b), (sent.clone(), sent));
+}
+
 #[tokio::test]
 async fn tls_link_carries_messages_both_ways() {
     logs();
@@ -149,8 +172,8 @@ async fn tls_link_carries_messages_both_ways() {
     assert_eq!(a.kind, LinkKind::TlsTcpFhNoIce);
     exchange(&mut a, &mut b, 100, |i| if i == 50 { 4000 } else { 10 + i * 7 }).await;
     // Dropping the sender closes the link: both ends hear of it.
-    close(&mut a);
-    assert_eq!(closed_reason(&mut a).await, "closed locally");
+    let mut a_rx = close(a);
+    assert_eq!(closed_reason_on(&mut a_rx).await, "closed locally");
     assert_eq!(closed_reason(&mut b).await, "peer closed the connection");
 }
 
@@ -166,8 +189,8 @@ async fn dtls_link_carries_messages_both_ways() {
     assert_eq!(b.peer.node_ids, vec![node(1)]);
     assert!(b.remote.ip().is_loopback());
     exchange(&mut a, &mut b, 100, |i| 10 + i * 10).await;
-    close(&mut a);
-    assert_eq!(closed_reason(&mut a).await, "closed locally");
+    let mut a_rx = close(a);
+    assert_eq!(closed_reason_on(&mut a_rx).await, "closed locally");
     assert_eq!(closed_reason(&mut b).await, "peer closed the session");
 }
 
@@ -372,6 +395,8 @@ async fn dtls_fragments_long_reload_messages() {
 /// A UDP relay between a dialer and `server` that drops chosen datagrams.
 struct LossyProxy {
     addr: SocketAddr,
+    /// Where the server sees the relayed datagrams come from.
+    back: SocketAddr,
     dropped: Arc<AtomicUsize>,
 }
 
@@ -382,6 +407,7 @@ async fn lossy_proxy(server: SocketAddr, hellos: usize, data: usize) -> LossyPro
     let front = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let back = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let addr = front.local_addr().unwrap();
+    let back_addr = back.local_addr().unwrap();
     let dropped = Arc::new(AtomicUsize::new(0));
     let count = dropped.clone();
     tokio::spawn(async move {
@@ -416,7 +442,7 @@ async fn lossy_proxy(server: SocketAddr, hellos: usize, data: usize) -> LossyPro
             }
         }
     });
-    LossyProxy { addr, dropped }
+    LossyProxy { addr, back: back_addr, dropped }
 }
 
 #[tokio::test]
@@ -466,4 +492,94 @@ async fn dtls_peer_restarting_on_the_same_address_replaces_its_session() {
     assert_eq!(closed_reason(&mut old_b).await, "replaced by a new session from the same address");
     exchange(&mut a, &mut b, 5, |_| 200).await;
     assert_eq!(l.rejected(), 0);
+}
+
+#[tokio::test]
+async fn dtls_simultaneous_open_from_listening_sockets_ends_with_one_link() {
+    logs();
+    let ca = new_ca();
+    let (sa, sb) =
+        (security(&ca, KeyAlgorithm::EcdsaP256Sha256, node(1)), security(&ca, KeyAlgorithm::EcdsaP256Sha256, node(2)));
+    // Each round both nodes dial each other at once from their listening
+    // sockets: one 5-tuple, two ClientHellos. Whichever random wins, both
+    // dials return the same single link.
+    for round in 0..8 {
+        let mut la = listen(LinkKind::DtlsUdpSrNoIce, &sa).await;
+        let mut lb = listen(LinkKind::DtlsUdpSrNoIce, &sb).await;
+        let (da, db) = tokio::join!(la.dial(lb.local_addr(), Some(node(2))), lb.dial(la.local_addr(), Some(node(1))));
+        let (mut a, mut b) = (da.unwrap(), db.unwrap());
+        assert_eq!(a.peer.node_ids, vec![node(2)], "round {round}");
+        assert_eq!(b.peer.node_ids, vec![node(1)], "round {round}");
+        assert_eq!((a.remote, b.remote), (lb.local_addr(), la.local_addr()));
+        exchange(&mut a, &mut b, 10, |_| 300).await;
+        // Nothing else came up on either side.
+        for l in [&mut la, &mut lb] {
+            assert!(tokio::time::timeout(Duration::from_millis(50), l.accept()).await.is_err(), "round {round}");
+            assert_eq!(l.rejected(), 0, "round {round}");
+        }
+        let mut a_rx = close(a);
+        assert_eq!(closed_reason_on(&mut a_rx).await, "closed locally");
+        assert_eq!(closed_reason(&mut b).await, "peer closed the session");
+    }
+}
+
+#[tokio::test]
+async fn dtls_link_follows_a_new_remote_address() {
+    logs();
+    let ca = new_ca();
+    let (sa, sb) =
+        (security(&ca, KeyAlgorithm::EcdsaP256Sha256, node(1)), security(&ca, KeyAlgorithm::EcdsaP256Sha256, node(2)));
+    let la = listen(LinkKind::DtlsUdpSrNoIce, &sa).await;
+    let mut lb = listen(LinkKind::DtlsUdpSrNoIce, &sb).await;
+    // The link starts over one path (relay 1) ...
+    let first = lossy_proxy(lb.local_addr(), 0, 0).await;
+    let (dialed, mut b) = tokio::join!(la.dial(first.addr, Some(node(2))), accept(&mut lb));
+    let mut a = dialed.unwrap();
+    assert_eq!(b.remote, first.back);
+    exchange(&mut a, &mut b, 5, |_| 200).await;
+    // ... and both ends move it to another (relay 2), as ICE would after
+    // selecting a new pair. The DTLS session and its keys stay.
+    let second = lossy_proxy(lb.local_addr(), 0, 0).await;
+    la.dialer().set_remote(a.id, second.addr).await.unwrap();
+    lb.dialer().set_remote(b.id, second.back).await.unwrap();
+    // Relay 2 learns A's address from A's first datagram: what B sends
+    // before that is lost and resent by Simple Reliability, so the order
+    // may change.
+    exchange_unordered(&mut a, &mut b, 20, 500).await;
+    // Bad requests: an unknown link, an address another link holds.
+    let unknown = link::LinkId(u64::MAX);
+    assert!(matches!(lb.dialer().set_remote(unknown, first.back).await, Err(LinkError::NoSuchLink)));
+    let c = lossy_proxy(lb.local_addr(), 0, 0).await;
+    let (dialed, mut cb) = tokio::join!(la.dial(c.addr, Some(node(2))), accept(&mut lb));
+    let mut ca_link = dialed.unwrap();
+    assert!(matches!(lb.dialer().set_remote(cb.id, second.back).await, Err(LinkError::Busy(_))));
+    exchange(&mut ca_link, &mut cb, 3, |_| 100).await;
+    exchange(&mut a, &mut b, 3, |_| 100).await;
+}
+
+#[tokio::test]
+async fn stun_datagrams_on_the_link_socket_are_not_taken_for_dtls() {
+    logs();
+    let ca = new_ca();
+    let (sa, sb) =
+        (security(&ca, KeyAlgorithm::EcdsaP256Sha256, node(1)), security(&ca, KeyAlgorithm::EcdsaP256Sha256, node(2)));
+    let mut l = listen(LinkKind::DtlsUdpSrNoIce, &sb).await;
+    let (mut a, mut b) = pair(LinkKind::DtlsUdpSrNoIce, &mut l, &sa, node(2)).await;
+    // A STUN Binding request (RFC 8489 §5: type 0x0001, length 0, magic
+    // cookie, transaction id), and one whose tail is a DTLS ClientHello's:
+    // the first byte decides (RFC 7983), so neither starts a handshake.
+    let mut binding = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+    binding.extend([7u8; 12]);
+    let mut hello_tail = vec![0u8; 120];
+    hello_tail[1] = 0xfe;
+    hello_tail[13] = 1;
+    let stun = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for d in [&binding, &hello_tail] {
+        stun.send_to(d, l.local_addr()).await.unwrap();
+    }
+    wait_until("the STUN datagrams to be counted", || l.stun_datagrams() == 2).await;
+    assert_eq!(l.ignored_datagrams(), 2);
+    assert_eq!(l.rejected(), 0);
+    exchange(&mut a, &mut b, 5, |_| 100).await;
+    assert!(tokio::time::timeout(Duration::from_millis(50), l.accept()).await.is_err());
 }

@@ -2,6 +2,8 @@
 //! fetch/lookup`): argument definitions and what each does. `main.rs` only
 //! dispatches here.
 
+pub mod forward;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -86,6 +86,7 @@ pub struct LocalSettings {
     /// Bound of the runtime's internal queues.
     pub queue_depth: usize,
     pub sip: SipSettings,
+    pub dataplane: super::dataplane::DataPlaneSettings,
 }
 
 /// The SIP edge: where local phones register and send calls.
@@ -163,6 +164,7 @@ impl Default for LocalSettings {
             log: "info".into(),
             queue_depth: 1024,
             sip: SipSettings::default(),
+            dataplane: Default::default(),
         }
     }
 }
@@ -243,6 +245,9 @@ impl LocalSettings {
         if self.queue_depth == 0 {
             return Err(invalid("queue_depth", "must be at least 1".into()));
         }
+        if let Some((key, message)) = self.dataplane.problem() {
+            return Err(invalid(key, message));
+        }
         match (&self.sip.tls_cert, &self.sip.tls_key) {
             (Some(_), None) => Err(invalid("tls_key", "missing: tls_cert needs its private key".into())),
             (None, Some(_)) => Err(invalid("tls_cert", "missing: tls_key needs its certificate".into())),
@@ -297,6 +302,14 @@ pub fn example_toml() -> String {
 # Seconds a callee's serving nodes, once fetched, are reused without a new
 # overlay Fetch (forgotten at the first failure there); 0 disables.
 # location_cache_s = {location_cache_s}
+
+[dataplane]
+# Worker threads forwarding UDP for `chordphone forward` entries, one
+# socket each; 0 means one per CPU.
+# workers = 0
+# address = "0.0.0.0"
+# Worker w binds port_base + w; 0 lets the OS pick.
+# port_base = 0
 "#,
         listen = d.listen,
         client = d.client,

@@ -47,6 +47,8 @@ pub enum ControlRequest {
         aor: String,
     },
     ListUsers,
+    /// Data-plane forwarding entries (`chordphone forward`).
+    Forward(super::dataplane::ForwardRequest),
 }
 
 impl ControlRequest {
@@ -60,6 +62,7 @@ impl ControlRequest {
             ControlRequest::AddUser { .. } => "add_user",
             ControlRequest::RemoveUser { .. } => "remove_user",
             ControlRequest::ListUsers => "list_users",
+            ControlRequest::Forward(_) => "forward",
         }
     }
 }

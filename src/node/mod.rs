@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod config;
 pub mod control;
+pub mod dataplane;
 pub mod db;
 pub mod enroll;
 pub mod link;

@@ -26,6 +26,10 @@ impl Node {
                 let _ = reply.send(ControlResponse::ok(self.status(now)));
                 return;
             }
+            ControlRequest::Forward(req) => {
+                let _ = reply.send(self.dataplane.handle(req).map_or_else(ControlResponse::error, ControlResponse::ok));
+                return;
+            }
             ControlRequest::AddUser { account, key_b64, cert_b64 } => {
                 let _ = reply.send(self.add_user(now, account, key_b64, cert_b64));
                 return;
@@ -175,6 +179,7 @@ impl Node {
                 "listening": s.listening,
                 "counters": e.counters(),
             })),
+            "dataplane": self.dataplane.status_json(),
             "links_rejected": self.listener_rejected.load(std::sync::atomic::Ordering::Relaxed),
         })
     }
@@ -249,6 +254,7 @@ impl Node {
         for (k, n) in self.peer.overlay().records_by_kind() {
             s.gauge("chordphone_records", "records held, by kind", vec![("kind", kind_name(k))], n as f64);
         }
+        self.dataplane.metric_counters().into_iter().for_each(|(name, help, v)| s.counter(name, help, v));
         let _ = self.metrics_tx.send(s);
     }
 }

@@ -153,7 +153,7 @@ fn pick_link(doc: &OverlayDocument, wanted: Option<&str>) -> anyhow::Result<Link
 
 /// A link as the loop holds it.
 pub(super) struct LinkEntry {
-    tx: mpsc::Sender<Vec<u8>>,
+    tx: link::LinkSender,
     pub(super) remote: SocketAddr,
 }
 
@@ -193,6 +193,8 @@ pub(super) struct Node {
     control_rx: mpsc::Receiver<ControlCall>,
     pub(super) metrics_tx: watch::Sender<Snapshot>,
     pub(super) listener_rejected: Arc<std::sync::atomic::AtomicU64>,
+    /// Forwarding entries served by the data-plane workers.
+    pub(super) dataplane: super::dataplane::DataPlane,
 }
 
 impl Node {
@@ -211,13 +213,9 @@ impl Node {
                 .await
                 .with_context(|| format!("cannot listen on {}", settings.listen))?;
             let local = listener.local_addr();
-            // Outgoing TLS links may share the listener's security; DTLS
-            // links are dialed from an ephemeral socket: two peers dialing
-            // each other at once from their listening sockets would share
-            // one UDP 5-tuple, which holds only one DTLS association.
-            if kind == LinkKind::TlsTcpFhNoIce {
-                dialer = Some(listener.dialer());
-            }
+            // Links are dialed from the listening socket (the link layer
+            // breaks the tie when two peers dial each other at once).
+            dialer = Some(listener.dialer());
             info!(node = %node_id, %local, link = ?kind, "listening for overlay links");
             if advertise.is_none() {
                 if local.ip().is_unspecified() {
@@ -262,6 +260,7 @@ impl Node {
             }
             None => (None, None),
         };
+        let dataplane = super::dataplane::DataPlane::start(&settings.dataplane).context("data plane")?;
         let (control_tx, control_rx) = mpsc::channel(64);
         let socket = paths.control_socket();
         let control_listener =
@@ -309,6 +308,7 @@ impl Node {
             control_rx,
             metrics_tx,
             listener_rejected,
+            dataplane,
         })
     }
 
@@ -461,7 +461,7 @@ impl Node {
                 }
             }
             PeerEvent::Joined => self.persist(false),
-            PeerEvent::Rejoining | PeerEvent::Left => {}
+            PeerEvent::Rejoining | PeerEvent::Left | PeerEvent::JoinFailed { .. } => {}
             PeerEvent::Completed { id, outcome } => {
                 if let Some((reply, req)) = self.pending.remove(&id) {
                     let _ = reply.send(super::ops::control_answer(&req, outcome));
@@ -550,7 +550,7 @@ impl Node {
             }
             LinkEvent::Closed(reason) => {
                 if self.links.remove(&id).is_some() {
-                    debug!(link = id.0, reason = %reason, "link closed");
+                    info!(link = id.0, reason = %reason, "link lost");
                 }
                 self.peer.handle_link_closed(now, id);
             }

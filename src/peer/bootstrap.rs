@@ -2,6 +2,7 @@
 //! configured bootstrap peers; the first that answers is joined through
 //! (§10.5); a bootstrap node that reaches nobody starts the ring.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -25,7 +26,13 @@ pub(super) struct Bootstrap {
     joined_via: bool,
     /// Addresses remembered from an earlier run.
     pub host_cache: Vec<SocketAddr>,
+    /// Addresses we reached peers at in this run, newest first: the
+    /// in-memory host cache a re-join starts from.
+    recent: VecDeque<SocketAddr>,
 }
+
+/// Addresses kept in [`Bootstrap::recent`].
+const RECENT: usize = 16;
 
 impl Bootstrap {
     pub fn new(now: Instant) -> Bootstrap {
@@ -36,7 +43,14 @@ impl Bootstrap {
             outstanding: 0,
             joined_via: false,
             host_cache: Vec::new(),
+            recent: VecDeque::new(),
         }
+    }
+
+    pub fn remember(&mut self, addr: SocketAddr) {
+        self.recent.retain(|a| *a != addr);
+        self.recent.push_front(addr);
+        self.recent.truncate(RECENT);
     }
 
     pub fn schedule(&mut self, now: Instant) {
@@ -62,26 +76,16 @@ impl Peer {
         }
     }
 
-    /// Where to look for the ring: host cache first, then the bootstrap
-    /// list, never ourselves.
+    /// Where to look for the ring: peers reached in this run, the host
+    /// cache, then the bootstrap list; never ourselves.
     fn bootstrap_candidates(&self) -> Vec<SocketAddr> {
         let mut out: Vec<SocketAddr> = Vec::new();
-        let remembered = self.linked_or_known();
-        for a in self.boot.host_cache.iter().chain(remembered.iter()).chain(self.cfg.bootstrap.iter()) {
+        for a in self.boot.recent.iter().chain(self.boot.host_cache.iter()).chain(self.cfg.bootstrap.iter()) {
             if !out.contains(a) && Some(*a) != self.cfg.advertise {
                 out.push(*a);
             }
         }
         out
-    }
-
-    /// Peers the overlay learned of (their candidates), for a re-join.
-    fn linked_or_known(&self) -> Vec<SocketAddr> {
-        self.overlay
-            .known_peer_candidates()
-            .into_iter()
-            .filter_map(|(_, c)| super::pick_candidate(&c, self.cfg.link_type))
-            .collect()
     }
 
     /// Whether this peer is one of the bootstrap nodes (which start the

@@ -24,8 +24,8 @@ struct Held {
 pub(super) enum Purpose {
     /// A bootstrap round: the first success is joined through.
     Bootstrap { round: u64, addr: SocketAddr },
-    /// The overlay asked for a link to this peer.
-    Connect(NodeId),
+    /// The overlay asked for a link to this peer, at this address.
+    Connect(NodeId, SocketAddr),
 }
 
 /// The link table.
@@ -61,7 +61,7 @@ impl Links {
     }
 
     fn dialing(&self, peer: NodeId) -> bool {
-        self.dials.values().any(|p| *p == Purpose::Connect(peer))
+        self.dials.values().any(|p| matches!(p, Purpose::Connect(n, _) if *n == peer))
     }
 
     pub fn new_dial(&mut self, purpose: Purpose) -> DialId {
@@ -78,7 +78,7 @@ impl Peer {
     /// the link is kept: when not, the owner closes it.
     pub fn handle_link_opened(&mut self, now: Instant, link: LinkId, peer: NodeId, dial: Option<DialId>) -> bool {
         let purpose = dial.and_then(|d| self.links.dials.remove(&d));
-        if let Some(Purpose::Connect(want)) = purpose
+        if let Some(Purpose::Connect(want, _)) = purpose
             && want != peer
         {
             tracing::warn!(expected = %want, got = %peer, "link bound to another Node-ID; closed");
@@ -87,6 +87,9 @@ impl Peer {
             return false;
         }
         let keep = self.keep_link(now, link, peer, dial.is_some());
+        if keep && let Some(Purpose::Connect(_, addr) | Purpose::Bootstrap { addr, .. }) = purpose {
+            self.boot.remember(addr);
+        }
         if let Some(Purpose::Bootstrap { round, addr }) = purpose {
             self.bootstrap_dial_done(now, round, keep.then_some((peer, addr)));
         }
@@ -97,7 +100,7 @@ impl Peer {
     /// A dial we asked for failed.
     pub fn handle_dial_failed(&mut self, now: Instant, dial: DialId, why: &str) {
         match self.links.dials.remove(&dial) {
-            Some(Purpose::Connect(peer)) => {
+            Some(Purpose::Connect(peer, _)) => {
                 debug!(%peer, reason = why, "connect failed");
                 if self.links.link_of(peer).is_none() {
                     self.overlay.handle_link_down(now, peer);
@@ -118,6 +121,9 @@ impl Peer {
         if self.links.by_peer.get(&peer).is_some_and(|h| h.link == link) {
             self.links.by_peer.remove(&peer);
             tracing::info!(%peer, "link lost");
+            if self.overlay.successors().contains(&peer) || self.overlay.predecessors().contains(&peer) {
+                self.schedule_restore(now);
+            }
             self.overlay.handle_link_down(now, peer);
             self.process(now);
         }
@@ -164,7 +170,7 @@ impl Peer {
         }
         match pick_candidate(candidates, self.cfg.link_type) {
             Some(addr) => {
-                let dial = self.links.new_dial(Purpose::Connect(peer));
+                let dial = self.links.new_dial(Purpose::Connect(peer, addr));
                 self.events.push_back(PeerEvent::Dial { dial, addr, expect: Some(peer) });
             }
             None => {

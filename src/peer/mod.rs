@@ -86,6 +86,10 @@ pub enum PeerEvent {
     Joined,
     /// Lost every successor; re-joining.
     Rejoining,
+    /// A Join failed; the peer bootstraps again after a back-off.
+    JoinFailed {
+        reason: String,
+    },
     /// A graceful leave finished.
     Left,
     /// A command the owner gave through [`Peer::command`] completed.
@@ -110,9 +114,15 @@ pub struct Peer {
     events: VecDeque<PeerEvent>,
     /// Wall clock at `wall_anchor.0`: wall time is derived from `now`.
     wall_anchor: (Instant, u64),
+    /// When the SIP registrations this peer serves are stored again.
+    restore_at: Option<Instant>,
+    last_restore: Option<Instant>,
     /// Transmits to a peer with no link (dropped).
     pub unlinked_drops: u64,
 }
+
+/// Registrations are restored at most this often.
+const RESTORE_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum OwnOp {
@@ -138,6 +148,8 @@ impl Peer {
             own: BTreeMap::new(),
             events: VecDeque::new(),
             wall_anchor: (now, wall_ms),
+            restore_at: None,
+            last_restore: None,
             unlinked_drops: 0,
         }
     }
@@ -276,14 +288,38 @@ impl Peer {
                 self.start_bootstrap(now);
             }
         }
+        if self.restore_at.is_some_and(|t| t <= now) {
+            self.restore_at = None;
+            self.last_restore = Some(now);
+            if let Some((edge, _)) = self.sip.as_mut() {
+                let n = edge.restore_registrations(now);
+                if n > 0 {
+                    info!(registrations = n, "neighbors lost: storing served registrations again");
+                }
+            }
+        }
         self.process(now);
+    }
+
+    /// A neighbor was lost: if it was a mass failure, some records may
+    /// have lost every copy (RFC 6940 §10.7 repairs only from surviving
+    /// replicas), so the registrations served here are stored again, after
+    /// a delay that spreads peers out (derived from the Node-ID, as the
+    /// peer has no RNG) and at most every [`RESTORE_EVERY`].
+    pub(super) fn schedule_restore(&mut self, now: Instant) {
+        if self.sip.is_none() || self.restore_at.is_some() {
+            return;
+        }
+        let spread = Duration::from_millis(1000 + u64::from(self.id().0[15]) * 8);
+        let earliest = self.last_restore.map_or(now, |t| t + RESTORE_EVERY);
+        self.restore_at = Some((now + spread).max(earliest));
     }
 
     /// The earliest time [`Peer::handle_timeout`] has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let overlay = self.overlay.poll_timeout().map(|(t, _)| t);
         let sip = self.sip.as_ref().and_then(|(e, _)| e.poll_timeout());
-        [overlay, sip, self.boot.next].into_iter().flatten().min()
+        [overlay, sip, self.boot.next, self.restore_at].into_iter().flatten().min()
     }
 
     /// The next overlay transmit, addressed to its link. Transmits to a
@@ -407,6 +443,8 @@ impl Peer {
                     self.state = PeerState::Joined;
                 }
                 self.boot.joined();
+                // A re-join after losing the ring: what we serve may be gone.
+                self.schedule_restore(now);
                 self.events.push_back(PeerEvent::Joined);
             }
             Event::Rejoining => {
@@ -424,6 +462,7 @@ impl Peer {
                 Some(OwnOp::Join) => {
                     if let Outcome::Failed(f) = outcome {
                         warn!(failure = ?f, "join failed; bootstrapping again");
+                        self.events.push_back(PeerEvent::JoinFailed { reason: format!("{f:?}") });
                         if self.state != PeerState::Leaving && self.state != PeerState::Joined {
                             self.state = PeerState::Bootstrapping;
                             self.boot.schedule(now);

@@ -11,6 +11,7 @@ use std::collections::BinaryHeap;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::peer::DialId;
 use crate::wire::NodeId;
 
 /// Index of a node in the simulation's slot table. Slots are never reused,
@@ -27,14 +28,26 @@ pub const US_PER_S: Micros = 1_000_000;
 pub enum Ev {
     /// Bytes `from` sent arrive at `to`.
     Deliver { to: SlotId, from: SlotId, bytes: Vec<u8> },
-    /// The link `a` asked for (Event::Connect) comes up at both ends.
-    LinkUp { a: SlotId, b: SlotId },
-    /// `at` learns that its link to `peer` is gone (or never came up).
-    LinkDown { at: SlotId, peer: NodeId },
+    /// The link `a` dialed (`dial`) comes up at both ends.
+    LinkUp { a: SlotId, b: SlotId, dial: DialId },
+    /// `a`'s dial found nobody (dead, unreachable, no such address).
+    DialFailed { a: SlotId, dial: DialId },
+    /// `at` learns that its link to `peer` is gone.
+    LinkDown { at: SlotId, peer: SlotId },
     /// A node's own timer (lazily cancelled: see `Slot::timer_at`).
     Timer { slot: SlotId },
-    /// A newcomer's link to its bootstrap peer comes up; it then joins.
-    Bootstrap { slot: SlotId, via: SlotId },
+    /// A peer's SIP edge sends to a phone.
+    ToPhone { phone: u32, from: SlotId, bytes: Vec<u8> },
+    /// A phone sends to its serving peer's SIP edge.
+    ToPeerSip { slot: SlotId, phone: u32, bytes: Vec<u8> },
+    /// Node-to-node SIP between two peers.
+    SipNode { to: SlotId, from: SlotId, bytes: Vec<u8> },
+    /// The node-to-node SIP connection `a` dialed comes up.
+    SipConnect { a: SlotId, b: SlotId },
+    /// `a`'s node-to-node SIP dial to `node` failed.
+    SipDialFailed { a: SlotId, node: NodeId },
+    /// A phone's own timer (lazily cancelled like a peer's).
+    PhoneTimer { phone: u32 },
     /// A leaving node is gone; its links close gracefully.
     Retire { slot: SlotId },
     /// A scenario step (churn, workload, checks).
@@ -48,6 +61,14 @@ pub enum Step {
     Spawn,
     /// Give a node without a ring a bootstrap link and Join again.
     Rebootstrap { slot: SlotId },
+    /// A phone (re)registers at a random ring member.
+    Rehome { phone: u32 },
+    /// Place one call, and schedule the next.
+    Call,
+    /// Send one MESSAGE, and schedule the next.
+    Message,
+    /// A caller hangs up.
+    Hangup { phone: u32, call: u64 },
     /// A node's session ends (churn).
     Depart { slot: SlotId },
     /// The mass failure.

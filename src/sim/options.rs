@@ -54,6 +54,17 @@ pub struct SimOptions {
     /// the final checks.
     #[arg(long, value_name = "SECONDS", default_value_t = 120.0)]
     pub quiesce: f64,
+    /// Scripted SIP phones, each registered (with digest) at a random ring
+    /// member at the start of the workload; 0 runs the overlay without SIP.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub phones: usize,
+    /// Calls per simulated second between random registered phones
+    /// (INVITE/180/200/ACK, BYE after 5 s).
+    #[arg(long, value_name = "R", default_value_t = 0.0)]
+    pub calls_per_s: f64,
+    /// MESSAGEs per simulated second between random registered phones.
+    #[arg(long, value_name = "R", default_value_t = 0.0)]
+    pub messages_per_s: f64,
     /// Signatures: `real` (Ed25519 certificates from a simulated overlay
     /// CA) or `fast` (a cheap insecure stand-in for very large N).
     #[arg(long, value_enum, default_value_t = CryptoMode::Real)]
@@ -80,6 +91,9 @@ impl Default for SimOptions {
             stores: 0,
             lookups_per_s: 0.0,
             quiesce: 120.0,
+            phones: 0,
+            calls_per_s: 0.0,
+            messages_per_s: 0.0,
             crypto: CryptoMode::Real,
             json: false,
         }
@@ -103,7 +117,18 @@ impl SimOptions {
         if self.session_median.is_some_and(|m| !(m.is_finite() && m > 0.0)) {
             return bad("--session-median must be positive");
         }
-        let times = [self.duration, self.latency_ms, self.lookups_per_s, self.quiesce, self.kill_at.unwrap_or(0.0)];
+        if self.phones > 4_000_000 {
+            return bad("--phones must be at most 4,000,000");
+        }
+        let times = [
+            self.duration,
+            self.latency_ms,
+            self.lookups_per_s,
+            self.quiesce,
+            self.kill_at.unwrap_or(0.0),
+            self.calls_per_s,
+            self.messages_per_s,
+        ];
         if !times.into_iter().all(nonneg) {
             return bad("times and rates must be non-negative");
         }

@@ -47,7 +47,7 @@ pub(super) fn check_ring(sim: &Simulation) -> RingCheck {
         ..RingCheck::default()
     };
     for (i, (id, s)) in ids.iter().enumerate() {
-        let Some(node) = sim.slot(*s).and_then(|sl| sl.node.as_deref()) else { continue };
+        let Some(node) = sim.slot(*s).and_then(|sl| sl.overlay()) else { continue };
         let succ = ids.get((i + 1) % n).map(|p| p.0);
         let pred = ids.get((i + n - 1) % n).map(|p| p.0);
         if !neighbor_ok(node.successors().first(), succ, *id) {
@@ -111,7 +111,7 @@ pub(super) fn holder_slots(sim: &Simulation, rec: usize) -> Vec<SlotId> {
 }
 
 fn holds(sim: &Simulation, s: SlotId, rec: usize) -> bool {
-    let (Some(node), Some(r)) = (sim.slot(s).and_then(|sl| sl.node.as_deref()), sim.work.records.get(rec)) else {
+    let (Some(node), Some(r)) = (sim.slot(s).and_then(|sl| sl.overlay()), sim.work.records.get(rec)) else {
         return false;
     };
     node.holds(&r.resource, KindId::CHORDPHONE_TEST)

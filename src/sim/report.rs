@@ -179,6 +179,31 @@ pub struct SimReport {
     pub requests_abandoned: u64,
     pub timer_stalls: u64,
     pub events: u64,
+    /// Scripted phones (`--phones`).
+    pub phones: usize,
+    /// REGISTER procedures started (first registrations and re-homing).
+    pub registrations: u64,
+    pub registration_success_rate: Option<f64>,
+    /// Phones of dead peers that registered at another peer.
+    pub phones_rehomed: u64,
+    /// Calls placed between registered phones whose serving peers were alive.
+    pub calls: u64,
+    /// Established / (established + failed), not counting calls whose
+    /// serving peer died while they were set up.
+    pub call_success_rate: Option<f64>,
+    /// Calls that failed because a serving peer died meanwhile.
+    pub calls_failed_node_lost: u64,
+    /// INVITE to ACK in virtual time (the callee answers at once).
+    pub call_setup_ms_p50: Option<f64>,
+    pub call_setup_ms_p99: Option<f64>,
+    /// Seconds from the mass kill to the start of the last call that still
+    /// failed (0 when none did); `null` without a kill.
+    pub call_recovery_s: Option<f64>,
+    pub sip_messages: u64,
+    pub messages_delivered_rate: Option<f64>,
+    /// Phones registered at a live peer whose AOR does not resolve to that
+    /// peer through the overlay at the end. Must be 0.
+    pub registrations_lost: u64,
     pub failures: BTreeMap<String, u64>,
     /// The node machines' counters summed over every node that ever ran.
     pub node_totals: Counters,
@@ -247,6 +272,22 @@ impl SimReport {
             self.killed,
             self.repair_s.map_or("n/a".to_owned(), |r| format!("{r:.0} s"))
         ));
+        if self.phones > 0 {
+            s.push_str(&format!(
+                "phones: {} ({} registrations, {} ok, {} re-homed; {} lost), calls: {} ({} ok, setup p50 {} ms p99 {} ms), MESSAGEs: {} ({} delivered)\n",
+                self.phones,
+                self.registrations,
+                pct(self.registration_success_rate),
+                self.phones_rehomed,
+                self.registrations_lost,
+                self.calls,
+                pct(self.call_success_rate),
+                num(self.call_setup_ms_p50),
+                num(self.call_setup_ms_p99),
+                self.sip_messages,
+                pct(self.messages_delivered_rate)
+            ));
+        }
         s.push_str(&format!("messages: {} ({} per node per s)", self.messages, num(self.messages_per_node_per_s)));
         if let Some(w) = self.wall_s {
             s.push_str(&format!("\nwall: {w:.1} s"));
@@ -317,10 +358,29 @@ pub(super) fn build(sim: &Simulation, ring: RingCheck) -> SimReport {
     r.requests_abandoned = m.abandoned;
     r.timer_stalls = m.timer_stalls;
     r.events = m.events;
+    let p = &sim.phone_metrics;
+    r.registrations = p.registrations;
+    r.registration_success_rate = rate(p.registrations_ok, p.registrations);
+    r.phones_rehomed = p.rehomed;
+    r.calls = p.calls;
+    r.call_success_rate = rate(p.calls_ok, p.calls_ok + p.calls_failed);
+    r.calls_failed_node_lost = p.calls_failed_node_lost;
+    let mut setup = p.setup_us.clone();
+    setup.sort_unstable();
+    let q = |f: f64| {
+        let i = ((setup.len() as f64 - 1.0) * f).round() as usize;
+        setup.get(i).map(|us| *us as f64 / 1000.0)
+    };
+    r.call_setup_ms_p50 = q(0.5);
+    r.call_setup_ms_p99 = q(0.99);
+    r.call_recovery_s = w.kill_time.map(|k| p.last_failure_after_kill.map_or(0.0, |t| secs(t.saturating_sub(k))));
+    r.sip_messages = p.messages;
+    r.messages_delivered_rate = rate(p.messages_ok, p.messages);
+    r.registrations_lost = p.registrations_lost;
     r.failures = m.failures.clone();
     let mut totals = m.departed_totals;
     for s in sim.alive.values() {
-        if let Some(node) = sim.slot(*s).and_then(|sl| sl.node.as_deref()) {
+        if let Some(node) = sim.slot(*s).and_then(|sl| sl.overlay()) {
             totals.add(&node.counters());
         }
     }

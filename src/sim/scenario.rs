@@ -147,6 +147,7 @@ impl Simulation {
         if self.opts.stores > 0 {
             self.queue.push(self.now + SURVEY_INTERVAL, Ev::Step(Step::Survey));
         }
+        self.start_phones();
     }
 
     /// Called for every new node: replacements get a session too.
@@ -168,6 +169,10 @@ impl Simulation {
     pub(super) fn step(&mut self, step: Step) {
         match step {
             Step::Spawn => self.spawn_logged(),
+            Step::Rehome { phone } => self.rehome(phone),
+            Step::Call => self.place_call(),
+            Step::Message => self.send_message(),
+            Step::Hangup { phone, call } => self.hangup(phone, call),
             Step::Rebootstrap { slot } => {
                 let Some(sl) = self.slot_mut(slot) else { return };
                 sl.rebootstrap_queued = false;
@@ -303,6 +308,7 @@ impl Simulation {
                 self.work.lost_all_replicas_dead += 1;
             }
         }
+        self.check_phone_resolution();
         ring
     }
 }

@@ -105,17 +105,10 @@ impl Simulation {
     }
 
     /// A request the scenario issued completed.
-    pub(super) fn completed(&mut self, s: SlotId, p: Pending, outcome: Outcome) {
+    pub(super) fn completed(&mut self, _s: SlotId, p: Pending, outcome: Outcome) {
         match p {
             Pending::External => {}
-            Pending::Join => {
-                if let Outcome::Failed(f) = outcome {
-                    self.metrics.join_failures += 1;
-                    self.metrics.note_failure("join", failure_text(&f));
-                    self.bootstrap_later(s, US_PER_S);
-                }
-            }
-            Pending::Leave => self.queue.push(self.now, Ev::Retire { slot: s }),
+            Pending::Resolve { home, .. } => self.resolved(home, outcome),
             Pending::Store { rec } => match outcome {
                 Outcome::Stored { .. } => {
                     self.metrics.stores_ok += 1;
@@ -149,9 +142,11 @@ impl Simulation {
     /// A request whose node went away before it completed.
     pub(super) fn abandoned(&mut self, p: Pending) {
         match p {
-            // A Leave never completes; a join dies with its node.
-            Pending::Leave | Pending::Join => {}
             Pending::Fetch { rec, last: true } => self.fetch_done(rec, true, false),
+            Pending::Resolve { .. } => {
+                self.phones.resolve_pending = self.phones.resolve_pending.saturating_sub(1);
+                self.phone_metrics.registrations_lost += 1;
+            }
             _ => self.metrics.abandoned += 1,
         }
     }

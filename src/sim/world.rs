@@ -11,16 +11,18 @@ use rand_chacha::ChaCha8Rng;
 
 use super::SimError;
 use super::fast_crypto::{FastCrypto, user_name};
+use super::links::addr_of;
 use super::net::{Ev, Micros, Network, Queue, SlotId, Step, US_PER_S};
 use super::options::{CryptoMode, SimOptions};
+use super::phones::{PhoneMetrics, Phones};
 use super::real_crypto::SimPki;
 use super::reference::{self, RingCheck};
 use super::report::Metrics;
 use super::scenario::Workload;
-use crate::overlay::{
-    ApiError, Command, Event, Outcome, OverlayConfig, OverlayCrypto, OverlayNode, RequestId, Transmit,
-};
+use crate::overlay::{ApiError, Command, Outcome, OverlayConfig, OverlayCrypto, OverlayNode, RequestId};
+use crate::peer::{Peer, PeerConfig, PeerEvent, PeerState, Transmit};
 use crate::wire::NodeId;
+use crate::wire::attach::OverlayLinkType;
 
 /// Wall clock at virtual time zero: 2026-01-01T00:00:00Z, so certificate
 /// validity and storage times are the same in every run.
@@ -35,8 +37,11 @@ pub(super) const JOIN_RETRY: Micros = 60 * US_PER_S;
 pub(super) enum Pending {
     /// Issued through [`Simulation::command`]; the outcome is kept.
     External,
-    Join,
-    Leave,
+    /// The final check of where a phone's AOR is served.
+    Resolve {
+        phone: u32,
+        home: SlotId,
+    },
     Store {
         rec: usize,
     },
@@ -54,7 +59,7 @@ pub(super) enum Pending {
 pub(super) struct Slot {
     pub id: NodeId,
     /// `None` once the node crashed or left.
-    pub node: Option<Box<OverlayNode>>,
+    pub node: Option<Box<Peer>>,
     pub joined: bool,
     pub leaving: bool,
     /// Peers the simulator holds a link to, by slot.
@@ -73,6 +78,11 @@ pub(super) struct Slot {
 impl Slot {
     pub fn alive(&self) -> bool {
         self.node.is_some()
+    }
+
+    /// The live peer's overlay machine.
+    pub fn overlay(&self) -> Option<&OverlayNode> {
+        self.node.as_deref().map(Peer::overlay)
     }
 }
 
@@ -99,10 +109,12 @@ pub struct Simulation {
     outcomes: BTreeMap<(NodeId, RequestId), Outcome>,
     pub(super) metrics: Metrics,
     pub(super) work: Workload,
+    pub(super) phones: Phones,
+    pub(super) phone_metrics: PhoneMetrics,
     ring_created: bool,
     last_live_change: Micros,
     scratch_tx: Vec<Transmit>,
-    scratch_ev: Vec<Event>,
+    scratch_ev: Vec<PeerEvent>,
 }
 
 impl Simulation {
@@ -133,6 +145,8 @@ impl Simulation {
             outcomes: BTreeMap::new(),
             metrics: Metrics::default(),
             work: Workload::default(),
+            phones: Phones::default(),
+            phone_metrics: PhoneMetrics::default(),
             ring_created: false,
             last_live_change: 0,
             scratch_tx: Vec::new(),
@@ -177,7 +191,7 @@ impl Simulation {
     /// A live node's machine, for introspection.
     pub fn node(&self, id: NodeId) -> Option<&OverlayNode> {
         let s = *self.alive.get(&id)?;
-        self.slots.get(s as usize)?.node.as_deref()
+        self.slots.get(s as usize)?.overlay()
     }
 
     /// The user name a node's certificate carries.
@@ -297,10 +311,16 @@ impl Simulation {
     fn handle(&mut self, ev: Ev) {
         match ev {
             Ev::Deliver { to, from, bytes } => self.deliver(to, from, &bytes),
-            Ev::LinkUp { a, b } => self.link_up(a, b),
+            Ev::LinkUp { a, b, dial } => self.link_up(a, b, dial),
+            Ev::DialFailed { a, dial } => self.dial_failed(a, dial),
             Ev::LinkDown { at, peer } => self.link_down(at, peer),
             Ev::Timer { slot } => self.timer(slot),
-            Ev::Bootstrap { slot, via } => self.bootstrap(slot, via),
+            Ev::ToPhone { phone, from, bytes } => self.to_phone(phone, from, &bytes),
+            Ev::ToPeerSip { slot, phone, bytes } => self.to_peer_sip(slot, phone, &bytes),
+            Ev::SipNode { to, from, bytes } => self.sip_node(to, from, &bytes),
+            Ev::SipConnect { a, b } => self.sip_connect(a, b),
+            Ev::SipDialFailed { a, node } => self.sip_dial_failed(a, node),
+            Ev::PhoneTimer { phone } => self.phone_timer(phone),
             Ev::Retire { slot } => self.remove_node(slot, true),
             Ev::Step(step) => self.step(step),
         }
@@ -317,12 +337,35 @@ impl Simulation {
         let seed: u64 = self.rng.random();
         let key_seed: [u8; 32] = self.rng.random();
         let crypto = self.crypto.make(id, key_seed)?;
-        let node = OverlayNode::new(self.config.clone(), id, crypto, seed, self.instant(), self.wall_ms());
         let s = SlotId::try_from(self.slots.len()).map_err(|_| SimError::InvalidOption("too many nodes".into()))?;
+        let mut node = OverlayNode::new(self.config.clone(), id, crypto, seed, self.instant(), self.wall_ms());
+        let edge = self.make_edge(id, s)?;
+        if edge.is_some() {
+            node.set_app_candidates(Self::app_candidates(s));
+        }
+        // The first peer is the overlay's bootstrap node (it starts the
+        // ring); every other one is given a random ring member to bootstrap
+        // through, as an operator's configuration would list one.
+        let me = addr_of(s);
+        let bootstrap = if self.ring_created {
+            // Never an empty list: a peer with none starts a ring of its own.
+            let via = self.pick_joined(None, None).or_else(|| self.alive.values().next().copied());
+            via.map(addr_of).into_iter().collect()
+        } else {
+            self.ring_created = true;
+            vec![me]
+        };
+        let cfg = PeerConfig {
+            link_type: OverlayLinkType::DTLS_UDP_SR_NO_ICE,
+            advertise: Some(me),
+            bootstrap,
+            client: false,
+        };
+        let peer = Peer::new(cfg, node, edge, self.instant(), self.wall_ms());
         self.note_live_change();
         self.slots.push(Slot {
             id,
-            node: Some(Box::new(node)),
+            node: Some(Box::new(peer)),
             joined: false,
             leaving: false,
             links: Vec::new(),
@@ -334,19 +377,14 @@ impl Simulation {
         });
         self.alive.insert(id, s);
         self.metrics.spawned += 1;
-        if !self.ring_created {
-            self.ring_created = true;
-            if self.issue(s, Command::CreateRing, Pending::Join).is_err() {
-                self.metrics.command_errors += 1;
-            }
-        } else {
-            self.bootstrap_later(s, 0);
-        }
+        self.drive(s, false);
+        self.queue_rebootstrap(s, JOIN_RETRY);
         self.on_spawned(s);
         Ok(s)
     }
 
-    /// Queues a bootstrap link for `s` to a random joined node, or a retry.
+    /// Points a peer that has no ring at a random joined member and makes
+    /// it bootstrap now; retried later while nobody is joined.
     pub(super) fn bootstrap_later(&mut self, s: SlotId, retry_after: Micros) {
         if retry_after > 0 {
             self.queue_rebootstrap(s, retry_after);
@@ -355,8 +393,13 @@ impl Simulation {
         let group = self.slot(s).map(|sl| sl.group);
         match self.pick_joined(group, Some(s)) {
             Some(via) => {
-                let at = self.now + self.net.delay();
-                self.queue.push(at, Ev::Bootstrap { slot: s, via });
+                let now = self.instant();
+                if let Some(peer) = self.slot_mut(s).and_then(|sl| sl.node.as_deref_mut()) {
+                    peer.set_bootstrap(vec![addr_of(via)]);
+                    peer.bootstrap_now(now);
+                }
+                self.drive(s, false);
+                self.queue_rebootstrap(s, JOIN_RETRY);
             }
             None => self.queue_rebootstrap(s, US_PER_S),
         }
@@ -370,26 +413,6 @@ impl Simulation {
             sl.rebootstrap_queued = true;
             self.queue.push(at, Ev::Step(Step::Rebootstrap { slot: s }));
         }
-    }
-
-    /// The bootstrap link is up: both ends learn it, then the newcomer joins.
-    fn bootstrap(&mut self, s: SlotId, via: SlotId) {
-        if !self.is_alive(s) || self.slot(s).is_some_and(|sl| sl.joined) {
-            return;
-        }
-        if !self.is_alive(via) || !self.reachable(s, via) {
-            self.metrics.join_retries += 1;
-            self.bootstrap_later(s, US_PER_S);
-            return;
-        }
-        self.open_link(s, via);
-        let via_id = self.id_of(via);
-        match self.issue(s, Command::Join { via: via_id }, Pending::Join) {
-            Ok(_) | Err(ApiError::AlreadyJoined) => {}
-            Err(_) => self.metrics.command_errors += 1,
-        }
-        self.drive(via, false);
-        self.queue_rebootstrap(s, JOIN_RETRY);
     }
 
     /// Gives node `s` a command and drives it.
@@ -411,12 +434,11 @@ impl Simulation {
             return;
         }
         let now = self.instant();
-        let from_id = self.id_of(from);
         let Some(node) = self.slots.get_mut(to as usize).and_then(|sl| sl.node.as_deref_mut()) else {
             self.metrics.dropped_dead += 1;
             return;
         };
-        node.handle_input(now, from_id, bytes);
+        node.handle_input(now, crate::peer::LinkId(u64::from(from)), bytes);
         self.metrics.delivered += 1;
         self.drive(to, false);
     }
@@ -429,7 +451,7 @@ impl Simulation {
         }
         sl.timer_at = None;
         let Some(node) = sl.node.as_deref_mut() else { return };
-        let due = node.poll_timeout().is_some_and(|(at, _)| to_us(base, at) <= now);
+        let due = node.poll_timeout().is_some_and(|at| to_us(base, at) <= now);
         if due {
             node.handle_timeout(t);
             self.metrics.timeouts += 1;
@@ -452,7 +474,7 @@ impl Simulation {
         while let Some(e) = node.poll_event() {
             evs.push(e);
         }
-        if let Some((at, _)) = node.poll_timeout() {
+        if let Some(at) = node.poll_timeout() {
             let mut at = to_us(base, at).max(now);
             if after_timeout && at <= now {
                 at = now + 1000;
@@ -463,7 +485,7 @@ impl Simulation {
                 self.queue.push(at, Ev::Timer { slot: s });
             }
         }
-        let joined = node.is_joined();
+        let joined = node.overlay().is_joined() && node.state() != PeerState::Leaving;
         if joined != sl.joined {
             sl.joined = joined;
             if joined && !sl.leaving {
@@ -483,19 +505,28 @@ impl Simulation {
         self.scratch_ev = evs;
     }
 
-    fn on_node_event(&mut self, s: SlotId, e: Event) {
+    fn on_node_event(&mut self, s: SlotId, e: PeerEvent) {
         match e {
-            Event::Connect { peer, .. } => self.connect(s, peer),
-            Event::Disconnect { peer } => self.disconnect(s, peer),
-            Event::Joined => self.metrics.joined_events += 1,
-            Event::Rejoining => {
+            PeerEvent::Dial { dial, addr, .. } => self.dial(s, dial, addr),
+            PeerEvent::CloseLink { link } => {
+                if let Ok(b) = SlotId::try_from(link.0) {
+                    self.disconnect(s, b);
+                }
+            }
+            PeerEvent::Joined => self.metrics.joined_events += 1,
+            PeerEvent::Rejoining => {
                 self.metrics.rejoins += 1;
                 // A node that lost every link cannot find the ring alone.
                 if self.slot(s).is_some_and(|sl| sl.links.is_empty()) {
                     self.queue_rebootstrap(s, US_PER_S);
                 }
             }
-            Event::Completed { id, outcome } => match self.pending.remove(&(s, id.0)) {
+            PeerEvent::Left => self.queue.push(self.now, Ev::Retire { slot: s }),
+            PeerEvent::JoinFailed { reason } => {
+                self.metrics.join_failures += 1;
+                self.metrics.note_failure("join", reason);
+            }
+            PeerEvent::Completed { id, outcome } => match self.pending.remove(&(s, id.0)) {
                 Some(Pending::External) => {
                     let node = self.id_of(s);
                     self.outcomes.insert((node, id), outcome);
@@ -503,6 +534,19 @@ impl Simulation {
                 Some(p) => self.completed(s, p, outcome),
                 None => self.metrics.unmatched_completions += 1,
             },
+            PeerEvent::Sip(ev) => self.on_sip_event(s, ev),
+        }
+    }
+
+    /// A user certificate binding `user` (an AOR) and `node`, for real
+    /// signatures; `None` with fast ones (which sign as any user).
+    pub(super) fn issue_user_identity(&mut self, user: &str, node: NodeId) -> Result<Option<(Vec<u8>, Vec<u8>)>, SimError> {
+        let seed: [u8; 32] = self.rng.random();
+        match &self.crypto {
+            CryptoSource::Fast { .. } => Ok(None),
+            CryptoSource::Real { pki } => {
+                pki.issue_user(user, node, seed).map(Some).map_err(|e| SimError::Crypto(e.to_string()))
+            }
         }
     }
 

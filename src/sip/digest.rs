@@ -583,7 +583,7 @@ fn parse_algorithm(a: &str) -> Result<(DigestAlgorithm, bool), DigestError> {
 }
 
 /// A quoted-string with `"` and `\` escaped (RFC 3261 §25.1).
-fn quote(s: &str) -> String {
+pub(super) fn quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {
@@ -606,8 +606,9 @@ fn is_lws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\r' | b'\n')
 }
 
-/// Splits `Digest name=value, ...` into lower-cased names and unquoted values.
-fn parse_params(value: &str) -> Result<BTreeMap<String, String>, DigestError> {
+/// Splits `Digest name=value, ...` into lower-cased names and unquoted values
+/// (credentials here, challenges in the user agent's client side).
+pub(super) fn parse_params(value: &str) -> Result<BTreeMap<String, String>, DigestError> {
     let mut cur = Cursor { bytes: value.as_bytes(), pos: 0 };
     cur.skip(is_lws);
     let scheme = cur.take_while(is_token);

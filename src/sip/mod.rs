@@ -13,6 +13,7 @@ pub mod message;
 pub mod proxy;
 pub mod registrar;
 pub mod transaction;
+pub mod ua;
 
 pub use account::{NodeRef, SipUser};
 

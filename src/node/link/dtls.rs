@@ -1,128 +1,82 @@
-//! DTLS-UDP-SR-NO-ICE links (RFC 6940 §6.6, §6.6.2, §6.6.3.2): DTLS 1.2
-//! over one UDP socket per node, framed messages, Simple Reliability.
+//! The DTLS socket task: one UDP socket, every datagram classified by its
+//! first byte (RFC 7983), DTLS records routed to the [`DtlsLink`] of their
+//! source address, all machines and their timers driven from this one task.
 //!
-//! One task reads the socket and hands each datagram to the DTLS session
-//! of its source address ([`Demux`]); a new session starts only for a
-//! DTLS ClientHello. Servers use DTLS cookies (RFC 6347 §4.2.1) so a
-//! spoofed source gets one small HelloVerifyRequest, and sessions and
-//! handshakes are capped ([`MAX_SESSIONS`], [`super::MAX_PENDING_HANDSHAKES`]).
-//!
-//! A ClientHello from an address whose session is established starts a
-//! second session beside the first (the peer may have restarted on the same
-//! port); if it authenticates it replaces the old one, if not the old one
-//! lives on. Both get the address's datagrams meanwhile: each silently
-//! drops records it cannot decrypt (RFC 6347 §4.1.2.7).
-//!
-//! Each DATA frame is ACKed at once with the §6.6.2 bitmap; the sender
-//! ([`SrSender`]) keeps a small AIMD window of unACKed frames, retransmits
-//! after an RTO of 500 ms doubling per try under a fresh sequence number,
-//! and declares the peer unresponsive after [`SR_MAX_TRANSMISSIONS`]
-//! transmissions went unACKed. So frames may arrive out of order after a
-//! loss, and a lost ACK makes the peer see the message twice: RELOAD's
-//! transaction layer deals with both.
-//!
-//! Messages longer than one datagram carries ([`MAX_FRAME_PAYLOAD`]) are
-//! split into RELOAD fragments (§6.7, "any hop may fragment") before
-//! framing; the receiving overlay reassembles them.
+//! A new server machine starts only for a DTLS ClientHello; sessions and
+//! handshakes are capped ([`MAX_SESSIONS`], [`MAX_PENDING_HANDSHAKES`]).
+//! A ClientHello from the address of an established link starts a second
+//! machine beside it (the peer may have restarted on the same port); if it
+//! authenticates it replaces the old link, if not the old one lives on.
+//! Both get the address's datagrams meanwhile: each silently drops records
+//! it cannot decrypt (RFC 6347 §4.1.2.7).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::task::{Context, Poll};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use openssl::ex_data::Index;
-use openssl::ssl::{Ssl, SslContext, SslOptions};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::UdpSocket;
-use tokio::sync::{Notify, mpsc, oneshot};
-use tokio::task::JoinHandle;
-use tokio::time::{Instant, Sleep};
-use tokio_openssl::SslStream;
+use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
 use super::{
-    DATA_FRAME_HEADER, EVENT_QUEUE, HANDSHAKE_TIMEOUT, Link, LinkChannels, LinkError, LinkEvent, LinkKind,
-    LinkSecurity, MAX_PENDING_HANDSHAKES, PeerIdentity, Role, base_context, handshake_error, link_channels, new_ssl,
-    peer_identity, peer_label, take_frames,
+    Command, Counters, Link, LinkError, LinkEvent, LinkId, LinkKind, LinkSecurity, MAX_PENDING_HANDSHAKES, SEND_QUEUE,
+    new_link, next_link_id, unix_now,
 };
-use crate::wire::framing::{AckTracker, FramedMessage, acked_sequences};
-use crate::wire::{Codec, NodeId};
+use crate::link::{DtlsContexts, DtlsLink, Event, Role, client_hello_random, is_client_hello};
+use crate::nat::{PacketClass, classify};
+use crate::wire::NodeId;
 
-/// The largest datagram we send (DTLS records included), a size that
-/// crosses common paths and tunnels unfragmented.
-pub const DTLS_MTU: u32 = 1200;
-/// A bound on what DTLS 1.2 adds to a record: 13 bytes of header plus
-/// IV, MAC or tag and padding of any cipher suite OpenSSL offers.
-pub const DTLS_RECORD_OVERHEAD: usize = 100;
-/// The longest RELOAD message (or fragment) one DATA frame carries.
-pub const MAX_FRAME_PAYLOAD: usize = DTLS_MTU as usize - DTLS_RECORD_OVERHEAD - DATA_FRAME_HEADER;
+pub use crate::link::dtls::{DTLS_MTU, DTLS_RECORD_OVERHEAD, MAX_FRAME_PAYLOAD};
+pub use crate::link::sr::{SR_INITIAL_RTO, SR_MAX_TRANSMISSIONS};
+
 /// Sessions (established or not) one socket serves.
 pub const MAX_SESSIONS: usize = 4096;
-/// §6.6.3.2: the initial retransmission timeout.
-pub const SR_INITIAL_RTO: Duration = Duration::from_millis(500);
-/// §6.6.3.2: transmissions of one frame (0, 0.5, 1.5, 3.5, 7.5 s) before
-/// the link is given up, one RTO after the last.
-pub const SR_MAX_TRANSMISSIONS: u32 = 5;
-/// Unacknowledged frames a new link may have out at once.
-const SR_INITIAL_WINDOW: usize = 4;
-/// The window's cap: the ACK bitmap covers 32 frames.
-const SR_MAX_WINDOW: usize = 32;
-/// Datagrams queued for one session before further ones are dropped.
-const DATAGRAM_QUEUE: usize = 64;
-/// Messages (or fragments) waiting for room in the window.
-const OUT_QUEUE: usize = 256;
-/// How often a handshake in progress is woken so OpenSSL can retransmit
-/// its flight when its own timer has run out.
-const HANDSHAKE_TICK: Duration = Duration::from_millis(100);
+/// Datagrams read in one go before timers and commands get a turn.
+const RECV_BATCH: usize = 64;
+/// Commands taken in one go.
+const COMMAND_BATCH: usize = 64;
+/// How often links whose owner lagged are offered their events again.
+const RETRY_EVENTS: Duration = Duration::from_millis(5);
 
-/// The listener side: a UDP socket and its demultiplexer task.
+/// The listener side: the socket task and where it puts accepted links.
 pub(crate) struct DtlsListener {
     local: SocketAddr,
-    demux: Arc<Demux>,
-    links: mpsc::Receiver<Link>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for DtlsListener {
-    fn drop(&mut self) {
-        // The sessions depend on the socket's reader: end them all.
-        self.task.abort();
-        self.demux.closed.store(true, Ordering::Relaxed);
-        self.demux.sessions().clear();
-    }
+    commands: mpsc::Sender<Command>,
+    links: mpsc::UnboundedReceiver<Link>,
+    counters: Arc<Counters>,
+    /// Dropping it tells the task to close every link and stop.
+    _stop: oneshot::Sender<()>,
 }
 
 impl DtlsListener {
     pub(crate) async fn bind(addr: SocketAddr, sec: Arc<LinkSecurity>) -> io::Result<Self> {
-        let (tx, links) = mpsc::channel(16);
-        if super::private_key(&sec.key_pkcs8).is_ok_and(|k| k.id() == openssl::pkey::Id::ED25519) {
+        if crate::link::private_key(&sec.key_pkcs8).is_ok_and(|k| k.id() == openssl::pkey::Id::ED25519) {
             // OpenSSL 3.0 offers no DTLS 1.2 cipher suite for an Ed25519
             // server certificate; dialing out from this socket still works.
             tracing::warn!("DTLS listener with an Ed25519 certificate: OpenSSL will refuse every incoming handshake");
         }
-        let demux = Demux::bind(addr, sec, Some(tx)).await.map_err(|e| match e {
+        let (accepted, links) = mpsc::unbounded_channel();
+        let (task, commands, stop) = SocketTask::bind(addr, sec, Some(accepted)).await.map_err(|e| match e {
             LinkError::Io(e) => e,
             other => io::Error::other(other),
         })?;
-        let local = demux.socket.local_addr()?;
-        let task = tokio::spawn(demux.clone().run().instrument(tracing::info_span!("dtls_socket", %local)));
-        Ok(DtlsListener { local, demux, links, task })
+        let (local, counters) = (task.local, task.counters.clone());
+        tokio::spawn(task.run().instrument(tracing::info_span!("dtls_socket", %local)));
+        Ok(DtlsListener { local, commands, links, counters, _stop: stop })
     }
 
     pub(crate) fn local_addr(&self) -> SocketAddr {
         self.local
     }
 
-    pub(crate) fn rejected(&self) -> u64 {
-        self.demux.rejected.load(Ordering::Relaxed)
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.counters
     }
 
-    pub(crate) fn ignored(&self) -> u64 {
-        self.demux.ignored.load(Ordering::Relaxed)
+    pub(crate) fn commands(&self) -> mpsc::Sender<Command> {
+        self.commands.clone()
     }
 
     pub(crate) async fn accept(&mut self) -> Link {
@@ -131,23 +85,31 @@ impl DtlsListener {
             None => std::future::pending().await,
         }
     }
-
-    pub(crate) fn dialer(&self) -> DtlsDialer {
-        DtlsDialer(self.demux.clone())
-    }
 }
 
-/// Dials over a listener's own socket (we are the DTLS client).
-#[derive(Clone)]
-pub(crate) struct DtlsDialer(Arc<Demux>);
-
-impl DtlsDialer {
-    pub(crate) async fn dial(&self, addr: SocketAddr, expected: Option<NodeId>) -> Result<Link, LinkError> {
-        self.0.dial(addr, expected).await
-    }
+/// Dials through a socket task.
+pub(crate) async fn dial_on(
+    commands: &mpsc::Sender<Command>,
+    addr: SocketAddr,
+    expected: Option<NodeId>,
+) -> Result<Link, LinkError> {
+    let (reply, result) = oneshot::channel();
+    commands.send(Command::Dial { addr, expected, reply }).await.map_err(|_| LinkError::SocketClosed)?;
+    result.await.unwrap_or(Err(LinkError::SocketClosed))
 }
 
-/// Dials from a fresh ephemeral socket that lives as long as the link.
+/// Moves a link of a socket task to another remote address.
+pub(crate) async fn set_remote_on(
+    commands: &mpsc::Sender<Command>,
+    id: LinkId,
+    addr: SocketAddr,
+) -> Result<(), LinkError> {
+    let (reply, result) = oneshot::channel();
+    commands.send(Command::SetRemote { id, addr, reply }).await.map_err(|_| LinkError::SocketClosed)?;
+    result.await.unwrap_or(Err(LinkError::SocketClosed))
+}
+
+/// Dials from a fresh ephemeral socket whose task ends with its one link.
 pub(crate) async fn dial_ephemeral(
     addr: SocketAddr,
     sec: Arc<LinkSecurity>,
@@ -155,838 +117,536 @@ pub(crate) async fn dial_ephemeral(
 ) -> Result<Link, LinkError> {
     let any: SocketAddr =
         if addr.is_ipv4() { (Ipv4Addr::UNSPECIFIED, 0).into() } else { (Ipv6Addr::UNSPECIFIED, 0).into() };
-    let demux = Demux::bind(any, sec, None).await?;
-    let local = demux.socket.local_addr()?;
-    tokio::spawn(demux.clone().run().instrument(tracing::info_span!("dtls_socket", %local)));
-    demux.dial(addr, expected).await
+    let (task, commands, stop) = SocketTask::bind(any, sec, None).await?;
+    let local = task.local;
+    tokio::spawn(async move {
+        // The task stops by itself when its link ends.
+        let _stop = stop;
+        task.run().instrument(tracing::info_span!("dtls_socket", %local)).await;
+    });
+    dial_on(&commands, addr, expected).await
 }
 
-/// One UDP socket's sessions, keyed by remote address.
-struct Demux {
-    socket: Arc<UdpSocket>,
-    sec: Arc<LinkSecurity>,
-    server_ctx: SslContext,
-    client_ctx: SslContext,
-    table: Mutex<HashMap<SocketAddr, Entry>>,
-    /// Where accepted links go; `None` on a dial-only ephemeral socket,
-    /// which stops (`done`) when its one session ends.
-    accepted: Option<mpsc::Sender<Link>>,
-    done: Notify,
-    /// Set when the listener is dropped: no new sessions.
-    closed: AtomicBool,
-    rejected: AtomicU64,
-    ignored: AtomicU64,
-    next_id: AtomicU64,
-}
-
-struct Entry {
-    main: Handle,
-    /// A new handshake from the address of an established session.
-    candidate: Option<Handle>,
-}
-
-/// The demultiplexer's end of one session.
-struct Handle {
-    id: u64,
-    role: Role,
-    established: bool,
-    datagrams: mpsc::Sender<Vec<u8>>,
-    /// Ends the session with a reason; dropping it ends it too.
-    stop: Option<oneshot::Sender<String>>,
-}
-
-impl Handle {
-    fn deliver(&self, datagram: &[u8]) {
-        // A full queue drops the datagram, as a congested path would.
-        if self.datagrams.try_send(datagram.to_vec()).is_err() {
-            tracing::trace!(id = self.id, "session queue full, datagram dropped");
-        }
-    }
-}
-
-/// What a session does with its handshake's result.
-enum Outcome {
+/// What a session does once its handshake is done.
+enum Purpose {
     Accept,
     Dial { expected: Option<NodeId>, reply: oneshot::Sender<Result<Link, LinkError>> },
 }
 
-impl Demux {
+struct Session {
+    machine: DtlsLink,
+    remote: SocketAddr,
+    purpose: Option<Purpose>,
+    /// Where its events go once the link is handed out.
+    events: Option<mpsc::Sender<LinkEvent>>,
+    /// Its entry in the timer set.
+    deadline: Option<Instant>,
+}
+
+/// The sessions of one remote address.
+struct Entry {
+    main: LinkId,
+    /// A new handshake from the address of an established link.
+    candidate: Option<LinkId>,
+}
+
+struct SocketTask {
+    socket: UdpSocket,
+    local: SocketAddr,
+    sec: Arc<LinkSecurity>,
+    ctx: DtlsContexts,
+    sessions: HashMap<LinkId, Session>,
+    by_addr: HashMap<SocketAddr, Entry>,
+    timers: BTreeSet<(Instant, LinkId)>,
+    /// Links whose event channel was full when they had events.
+    lagging: BTreeSet<LinkId>,
+    accepted: Option<mpsc::UnboundedSender<Link>>,
+    counters: Arc<Counters>,
+    commands_tx: mpsc::Sender<Command>,
+    commands: mpsc::Receiver<Command>,
+    closes_tx: mpsc::UnboundedSender<LinkId>,
+    closes: mpsc::UnboundedReceiver<LinkId>,
+    stop: oneshot::Receiver<()>,
+}
+
+impl SocketTask {
     async fn bind(
         addr: SocketAddr,
         sec: Arc<LinkSecurity>,
-        accepted: Option<mpsc::Sender<Link>>,
-    ) -> Result<Arc<Self>, LinkError> {
-        let server_ctx = server_context(&sec)?;
-        let client_ctx = client_context(&sec)?;
+        accepted: Option<mpsc::UnboundedSender<Link>>,
+    ) -> Result<(Self, mpsc::Sender<Command>, oneshot::Sender<()>), LinkError> {
+        let mut secret = [0u8; 32];
+        openssl::rand::rand_bytes(&mut secret)?;
+        let ctx = DtlsContexts::new(&sec, &secret)?;
         let socket = UdpSocket::bind(addr).await?;
-        // Sessions send with `try_send_to`, which only tries once tokio has
-        // seen the socket writable: have it seen now, or the first
-        // ClientHello would be dropped.
+        // Sends use `try_send_to`, which only tries once tokio has seen the
+        // socket writable: have it seen now, or the first datagram is lost.
         socket.writable().await?;
-        let socket = Arc::new(socket);
-        Ok(Arc::new(Demux {
+        let local = socket.local_addr()?;
+        let (commands_tx, commands) = mpsc::channel(SEND_QUEUE);
+        let (closes_tx, closes) = mpsc::unbounded_channel();
+        let (stop_tx, stop) = oneshot::channel();
+        let task = SocketTask {
             socket,
+            local,
             sec,
-            server_ctx,
-            client_ctx,
-            table: Mutex::new(HashMap::new()),
+            ctx,
+            sessions: HashMap::new(),
+            by_addr: HashMap::new(),
+            timers: BTreeSet::new(),
+            lagging: BTreeSet::new(),
             accepted,
-            done: Notify::new(),
-            closed: AtomicBool::new(false),
-            rejected: AtomicU64::new(0),
-            ignored: AtomicU64::new(0),
-            next_id: AtomicU64::new(0),
-        }))
+            counters: Arc::new(Counters::default()),
+            commands_tx: commands_tx.clone(),
+            commands,
+            closes_tx,
+            closes,
+            stop,
+        };
+        Ok((task, commands_tx, stop_tx))
     }
 
-    fn sessions(&self) -> MutexGuard<'_, HashMap<SocketAddr, Entry>> {
-        // A panic elsewhere cannot leave the map inconsistent: use it as is.
-        self.table.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    async fn run(self: Arc<Self>) {
+    async fn run(mut self) {
         let mut buf = vec![0u8; 65536];
         loop {
-            let got = tokio::select! {
-                r = self.socket.recv_from(&mut buf) => r,
-                () = self.done.notified() => return,
-            };
-            match got {
-                Ok((n, from)) => self.route(from, buf.get(..n).unwrap_or_default()),
-                // E.g. an ICMP error reported on the socket: not fatal.
-                Err(e) => tracing::debug!(error = %e, "UDP receive failed"),
+            let next_timer = self.timers.first().map(|(t, _)| tokio::time::Instant::from_std(*t));
+            let retry = !self.lagging.is_empty();
+            tokio::select! {
+                biased;
+                _ = &mut self.stop => return self.shutdown("socket closed"),
+                () = sleep_until(next_timer) => self.fire_timers(Instant::now()),
+                Some(id) = self.closes.recv() => self.on_close(id),
+                Some(cmd) = self.commands.recv() => {
+                    self.on_command(cmd);
+                    for _ in 1..COMMAND_BATCH {
+                        let Ok(cmd) = self.commands.try_recv() else { break };
+                        self.on_command(cmd);
+                    }
+                }
+                r = self.socket.recv_from(&mut buf) => {
+                    self.on_received(r, &buf);
+                    for _ in 1..RECV_BATCH {
+                        match self.socket.try_recv_from(&mut buf) {
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            r => self.on_received(r, &buf),
+                        }
+                    }
+                }
+                () = tokio::time::sleep(RETRY_EVENTS), if retry => {
+                    let ids: Vec<LinkId> = std::mem::take(&mut self.lagging).into_iter().collect();
+                    ids.into_iter().for_each(|id| self.settle(id));
+                }
+            }
+            if self.accepted.is_none() && self.sessions.is_empty() {
+                // A dial-only socket whose link has ended.
+                return;
             }
         }
     }
 
-    /// Hands a datagram to its session, or starts a server session for a
-    /// ClientHello, or drops it.
-    fn route(self: &Arc<Self>, from: SocketAddr, datagram: &[u8]) {
+    fn on_received(&mut self, r: io::Result<(usize, SocketAddr)>, buf: &[u8]) {
+        match r {
+            Ok((n, from)) => self.route(Instant::now(), from, buf.get(..n).unwrap_or_default()),
+            // E.g. an ICMP error reported on the socket: not fatal.
+            Err(e) => tracing::debug!(error = %e, "UDP receive failed"),
+        }
+    }
+
+    /// RFC 7983 first, then the link of the source address, or a new
+    /// server machine for a ClientHello, or the floor.
+    fn route(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        match classify(datagram) {
+            PacketClass::Dtls => {}
+            class => {
+                // STUN will go to ICE, ChannelData to TURN; none run here yet.
+                if class == PacketClass::Stun {
+                    Counters::bump(&self.counters.stun);
+                }
+                Counters::bump(&self.counters.ignored);
+                tracing::trace!(peer = %from, ?class, len = datagram.len(), "non-DTLS datagram dropped");
+                return;
+            }
+        }
         let hello = is_client_hello(datagram);
-        let mut table = self.sessions();
-        // Counted only for hellos: ordinary datagrams stay O(1).
-        let pending = if hello { table.values().map(Entry::pending).sum::<usize>() } else { 0 };
-        let sessions = table.len();
-        if let Some(entry) = table.get_mut(&from) {
-            if !hello {
-                entry.main.deliver(datagram);
-                if let Some(c) = &entry.candidate {
-                    c.deliver(datagram);
-                }
-            } else if let Some(c) = &entry.candidate {
-                c.deliver(datagram);
-            } else if !entry.main.established {
-                match entry.main.role {
-                    Role::Server => entry.main.deliver(datagram),
-                    // Both sides dialing each other on one address pair.
-                    Role::Client => tracing::debug!(peer = %from, "ClientHello from a peer we are dialing, dropped"),
-                }
-            } else if self.accepted.is_some() && pending < MAX_PENDING_HANDSHAKES {
-                tracing::debug!(peer = %from, "new handshake from the address of an established session");
-                let h = self.spawn_session(from, Role::Server, Outcome::Accept);
-                h.deliver(datagram);
-                entry.candidate = Some(h);
+        let Some(entry) = self.by_addr.get(&from) else { return self.new_peer(now, from, datagram, hello) };
+        let (main, candidate) = (entry.main, entry.candidate);
+        if !hello {
+            self.feed(now, main, datagram);
+            if let Some(c) = candidate {
+                self.feed(now, c, datagram);
             }
             return;
         }
+        if let Some(c) = candidate {
+            return self.feed(now, c, datagram);
+        }
+        let Some(s) = self.sessions.get(&main) else { return };
+        if s.machine.is_handshaking() {
+            match s.machine.role() {
+                Role::Server => self.feed(now, main, datagram),
+                Role::Client => self.simultaneous_open(now, from, main, datagram),
+            }
+        } else if self.accepted.is_some() && self.pending() < MAX_PENDING_HANDSHAKES {
+            tracing::debug!(peer = %from, "new handshake from the address of an established link");
+            if let Some(id) = self.new_server(now, from, Purpose::Accept) {
+                if let Some(e) = self.by_addr.get_mut(&from) {
+                    e.candidate = Some(id);
+                }
+                self.feed(now, id, datagram);
+            }
+        }
+    }
+
+    fn new_peer(&mut self, now: Instant, from: SocketAddr, datagram: &[u8], hello: bool) {
         if !hello || self.accepted.is_none() {
-            self.ignored.fetch_add(1, Ordering::Relaxed);
+            Counters::bump(&self.counters.ignored);
             tracing::debug!(peer = %from, len = datagram.len(), "ignored datagram from an unknown address");
             return;
         }
-        if sessions >= MAX_SESSIONS || pending >= MAX_PENDING_HANDSHAKES {
-            self.rejected.fetch_add(1, Ordering::Relaxed);
+        if self.sessions.len() >= MAX_SESSIONS || self.pending() >= MAX_PENDING_HANDSHAKES {
+            Counters::bump(&self.counters.rejected);
             // Could be a flood of spoofed hellos: no warning per datagram.
-            tracing::debug!(peer = %from, sessions, pending, "ClientHello refused: session limit");
+            tracing::debug!(peer = %from, sessions = self.sessions.len(), "ClientHello refused: session limit");
             return;
         }
-        let h = self.spawn_session(from, Role::Server, Outcome::Accept);
-        h.deliver(datagram);
-        table.insert(from, Entry { main: h, candidate: None });
-    }
-
-    async fn dial(self: &Arc<Self>, addr: SocketAddr, expected: Option<NodeId>) -> Result<Link, LinkError> {
-        let (reply, result) = oneshot::channel();
-        {
-            let mut table = self.sessions();
-            if self.closed.load(Ordering::Relaxed) {
-                return Err(LinkError::SocketClosed);
-            }
-            if table.contains_key(&addr) {
-                return Err(LinkError::Busy(addr));
-            }
-            if table.len() >= MAX_SESSIONS {
-                return Err(LinkError::TooManySessions);
-            }
-            let h = self.spawn_session(addr, Role::Client, Outcome::Dial { expected, reply });
-            table.insert(addr, Entry { main: h, candidate: None });
+        if let Some(id) = self.new_server(now, from, Purpose::Accept) {
+            self.by_addr.insert(from, Entry { main: id, candidate: None });
+            self.feed(now, id, datagram);
         }
-        result.await.unwrap_or(Err(LinkError::SocketClosed))
     }
 
-    fn spawn_session(self: &Arc<Self>, peer: SocketAddr, role: Role, outcome: Outcome) -> Handle {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (datagrams, rx) = mpsc::channel(DATAGRAM_QUEUE);
-        let (stop, stop_rx) = oneshot::channel();
-        let pipe = DatagramPipe {
-            rx,
-            socket: self.socket.clone(),
-            peer,
-            tick: Some(Box::pin(tokio::time::sleep(HANDSHAKE_TICK))),
-        };
-        let span = tracing::info_span!("dtls_session", %peer, ?role, id);
-        tokio::spawn(self.clone().session(id, peer, role, pipe, stop_rx, outcome).instrument(span));
-        Handle { id, role, established: false, datagrams, stop: Some(stop) }
+    /// Both ends dialed each other from their listening sockets: one
+    /// 5-tuple, two ClientHellos. The smaller ClientHello random keeps the
+    /// client role; the larger side's dial becomes the server of the
+    /// other's handshake. Both ends compare the same two randoms, so they
+    /// agree without another round trip.
+    fn simultaneous_open(&mut self, now: Instant, from: SocketAddr, ours: LinkId, hello: &[u8]) {
+        let mine = self.sessions.get(&ours).and_then(|s| s.machine.client_random());
+        let (Some(mine), Some(theirs)) = (mine, client_hello_random(hello)) else { return };
+        if mine <= theirs {
+            tracing::debug!(peer = %from, "simultaneous open: we keep the client role");
+            return;
+        }
+        tracing::debug!(peer = %from, "simultaneous open: our dial becomes the server side");
+        let Some(old) = self.remove(ours) else { return };
+        let purpose = old.purpose.unwrap_or(Purpose::Accept);
+        if let Some(id) = self.new_server(now, from, purpose) {
+            self.by_addr.insert(from, Entry { main: id, candidate: None });
+            self.feed(now, id, hello);
+        }
     }
 
-    /// One session from handshake to close.
-    async fn session(
-        self: Arc<Self>,
-        id: u64,
-        peer: SocketAddr,
-        role: Role,
-        pipe: DatagramPipe,
-        mut stop: oneshot::Receiver<String>,
-        outcome: Outcome,
-    ) {
-        let expected = match &outcome {
-            Outcome::Dial { expected, .. } => *expected,
-            Outcome::Accept => None,
-        };
-        let ctx = match role {
-            Role::Server => &self.server_ctx,
-            Role::Client => &self.client_ctx,
-        };
-        let shake = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(ctx, &self.sec, pipe, role, peer, expected));
-        let result = tokio::select! {
-            r = shake => r.unwrap_or(Err(LinkError::Timeout)),
-            s = &mut stop => Err(LinkError::Handshake(s.unwrap_or_else(|_| "socket closed".into()))),
-        };
-        let (stream, identity) = match result {
-            Ok(ok) => ok,
+    fn new_server(&mut self, now: Instant, from: SocketAddr, purpose: Purpose) -> Option<LinkId> {
+        let binding = from.to_string();
+        match DtlsLink::server(&self.ctx, &self.sec, now, unix_now(), binding.as_bytes()) {
+            Ok(machine) => Some(self.insert(machine, from, purpose)),
             Err(e) => {
-                self.remove(peer, id);
-                match outcome {
-                    Outcome::Accept => {
-                        self.rejected.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(%peer, reason = %e, "refused DTLS peer");
-                    }
-                    Outcome::Dial { reply, .. } => {
-                        let _ = reply.send(Err(e));
-                    }
+                tracing::warn!(error = %e, "cannot start a DTLS server session");
+                if let Purpose::Dial { reply, .. } = purpose {
+                    let _ = reply.send(Err(e));
                 }
-                return;
-            }
-        };
-        if !self.mark_established(peer, id) {
-            return;
-        }
-        tracing::debug!(peer_node = %peer_label(&identity), version = stream.ssl().version_str(), "DTLS link up");
-        let (link, chans) = link_channels(identity, peer, LinkKind::DtlsUdpSrNoIce);
-        let handed_over = match outcome {
-            Outcome::Accept => match &self.accepted {
-                Some(tx) => tx.send(link).await.is_ok(),
-                None => false,
-            },
-            Outcome::Dial { reply, .. } => reply.send(Ok(link)).is_ok(),
-        };
-        if handed_over {
-            run_link(stream, self.sec.max_message_size, chans, stop).await;
-        }
-        self.remove(peer, id);
-    }
-
-    /// Records a finished handshake; a candidate replaces the old session.
-    /// False if the session was removed meanwhile.
-    fn mark_established(&self, peer: SocketAddr, id: u64) -> bool {
-        let mut table = self.sessions();
-        let Some(entry) = table.get_mut(&peer) else { return false };
-        if entry.main.id == id {
-            entry.main.established = true;
-            return true;
-        }
-        match entry.candidate.take() {
-            Some(mut c) if c.id == id => {
-                c.established = true;
-                let mut old = std::mem::replace(&mut entry.main, c);
-                if let Some(stop) = old.stop.take() {
-                    let _ = stop.send("replaced by a new session from the same address".into());
-                }
-                true
-            }
-            other => {
-                entry.candidate = other;
-                false
+                None
             }
         }
     }
 
-    fn remove(&self, peer: SocketAddr, id: u64) {
-        let mut table = self.sessions();
-        if let Some(entry) = table.get_mut(&peer) {
-            if entry.main.id == id {
-                match entry.candidate.take() {
-                    Some(c) => entry.main = c,
-                    None => {
-                        table.remove(&peer);
-                    }
-                }
-            } else if entry.candidate.as_ref().is_some_and(|c| c.id == id) {
-                entry.candidate = None;
-            }
-        }
-        if self.accepted.is_none() && table.is_empty() {
-            self.done.notify_one();
-        }
+    fn insert(&mut self, machine: DtlsLink, remote: SocketAddr, purpose: Purpose) -> LinkId {
+        let id = next_link_id();
+        let s = Session { machine, remote, purpose: Some(purpose), events: None, deadline: None };
+        self.sessions.insert(id, s);
+        id
     }
-}
 
-impl Entry {
     fn pending(&self) -> usize {
-        usize::from(!self.main.established) + self.candidate.as_ref().map_or(0, |c| usize::from(!c.established))
+        self.sessions.values().filter(|s| s.machine.is_handshaking()).count()
     }
-}
 
-/// RFC 6347 §4.1/§4.2.2: handshake record (22), a DTLS version (0xfe..),
-/// epoch 0, and a client_hello (1) message.
-fn is_client_hello(d: &[u8]) -> bool {
-    d.len() > 25
-        && d.first() == Some(&22)
-        && d.get(1) == Some(&0xfe)
-        && d.get(3..5) == Some(&[0, 0])
-        && d.get(13) == Some(&1)
-}
-
-fn client_context(sec: &LinkSecurity) -> Result<SslContext, LinkError> {
-    let mut b = base_context(LinkKind::DtlsUdpSrNoIce, sec)?;
-    // The MTU is ours to set (see `DTLS_MTU`); the in-memory pipe knows none.
-    b.set_options(SslOptions::NO_QUERY_MTU);
-    Ok(b.build())
-}
-
-fn server_context(sec: &LinkSecurity) -> Result<SslContext, LinkError> {
-    let mut b = base_context(LinkKind::DtlsUdpSrNoIce, sec)?;
-    b.set_options(SslOptions::NO_QUERY_MTU | SslOptions::COOKIE_EXCHANGE);
-    // Stateless cookies (RFC 6347 §4.2.1): HMAC of the client's address
-    // under a per-socket secret.
-    let mut secret = [0u8; 32];
-    openssl::rand::rand_bytes(&mut secret)?;
-    let key = Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret));
-    let k = key.clone();
-    b.set_cookie_generate_cb(move |ssl, out| {
-        let tag = cookie(&k, ssl);
-        let dst = out.get_mut(..tag.len()).ok_or_else(openssl::error::ErrorStack::get)?;
-        dst.copy_from_slice(&tag);
-        Ok(tag.len())
-    });
-    b.set_cookie_verify_cb(move |ssl, got| cookie(&key, ssl) == got);
-    Ok(b.build())
-}
-
-fn cookie(key: &ring::hmac::Key, ssl: &openssl::ssl::SslRef) -> Vec<u8> {
-    let peer = peer_index().ok().and_then(|i| ssl.ex_data(i)).map(|a| a.to_string()).unwrap_or_default();
-    ring::hmac::sign(key, peer.as_bytes()).as_ref().to_vec()
-}
-
-/// Where a server session keeps its peer's address for the cookie callbacks.
-fn peer_index() -> Result<Index<Ssl, SocketAddr>, LinkError> {
-    static INDEX: OnceLock<Index<Ssl, SocketAddr>> = OnceLock::new();
-    if let Some(i) = INDEX.get() {
-        return Ok(*i);
-    }
-    let i = Ssl::new_ex_index()?;
-    Ok(*INDEX.get_or_init(|| i))
-}
-
-async fn handshake(
-    ctx: &SslContext,
-    sec: &Arc<LinkSecurity>,
-    pipe: DatagramPipe,
-    role: Role,
-    peer: SocketAddr,
-    expected: Option<NodeId>,
-) -> Result<(SslStream<DatagramPipe>, PeerIdentity), LinkError> {
-    let (mut ssl, slot) = new_ssl(ctx, sec)?;
-    ssl.set_mtu(DTLS_MTU)?;
-    ssl.set_ex_data(peer_index()?, peer);
-    let mut stream = SslStream::new(ssl, pipe)?;
-    let done = match role {
-        Role::Client => Pin::new(&mut stream).connect().await,
-        Role::Server => Pin::new(&mut stream).accept().await,
-    };
-    done.map_err(|e| handshake_error(e, &slot))?;
-    match peer_identity(stream.ssl(), sec, expected) {
-        Ok(id) => {
-            stream.get_mut().tick = None;
-            Ok((stream, id))
+    fn feed(&mut self, now: Instant, id: LinkId, datagram: &[u8]) {
+        if let Some(s) = self.sessions.get_mut(&id) {
+            s.machine.handle_datagram(now, datagram);
         }
-        Err(e) => {
-            let _ = stream.shutdown().await;
-            Err(e)
+        self.settle(id);
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        let now = Instant::now();
+        match cmd {
+            Command::Send(id, message) => {
+                let Some(s) = self.sessions.get_mut(&id) else { return };
+                if let Err(e) = s.machine.send(now, message) {
+                    Counters::bump(&self.counters.send_drops);
+                    tracing::debug!(%id, error = %e, "message dropped");
+                }
+                self.settle(id);
+            }
+            Command::Dial { addr, expected, reply } => self.dial(now, addr, expected, reply),
+            Command::SetRemote { id, addr, reply } => {
+                let _ = reply.send(self.set_remote(id, addr));
+            }
         }
     }
-}
 
-/// Serves an established session until it closes, then reports why.
-async fn run_link(
-    mut stream: SslStream<DatagramPipe>,
-    max_message: usize,
-    chans: LinkChannels,
-    mut stop: oneshot::Receiver<String>,
-) {
-    let LinkChannels { mut out_rx, ev_tx } = chans;
-    let mut sender = SrSender::new();
-    let mut acks = AckTracker::default();
-    let mut buf = vec![0u8; 65536];
-    let mut outq: VecDeque<Vec<u8>> = VecDeque::new();
-    let mut pending: VecDeque<Vec<u8>> = VecDeque::new();
-    let mut closing = false;
-    let reason = 'link: loop {
-        while sender.can_send() {
-            let Some(m) = outq.pop_front() else { break };
-            let frame = sender.send(Instant::now().into_std(), m);
-            if let Err(e) = write_frame(&mut stream, &frame).await {
-                break 'link e;
-            }
-        }
-        if closing && outq.is_empty() && sender.is_idle() {
-            let _ = stream.shutdown().await;
-            break "closed locally".to_owned();
-        }
-        let deadline = sender.poll_timeout().map(Instant::from_std);
-        tokio::select! {
-            r = stream.read(&mut buf), if pending.len() < EVENT_QUEUE => {
-                let mut record = match r {
-                    // The demultiplexer ends a session by dropping its queue
-                    // right after sending the reason: prefer the reason, and
-                    // tell the peer (the socket outlives the demultiplexer
-                    // while a session holds it), whichever branch saw it first.
-                    Ok(0) => {
-                        let local = match stop.try_recv() {
-                            Ok(reason) => Some(reason),
-                            Err(oneshot::error::TryRecvError::Closed) => Some("socket closed".to_owned()),
-                            Err(oneshot::error::TryRecvError::Empty) => None,
-                        };
-                        match local {
-                            Some(reason) => {
-                                let _ = stream.shutdown().await;
-                                break reason;
-                            }
-                            None => break "peer closed the session".to_owned(),
-                        }
-                    }
-                    Ok(n) => buf.get(..n).unwrap_or_default().to_vec(),
-                    Err(e) => break format!("DTLS read failed: {e}"),
-                };
-                let (frames, mut verdict) = take_frames(&mut record, max_message);
-                if verdict.is_ok() && !record.is_empty() {
-                    verdict = Err("truncated frame in a DTLS record".to_owned());
+    fn dial(
+        &mut self,
+        now: Instant,
+        addr: SocketAddr,
+        expected: Option<NodeId>,
+        reply: oneshot::Sender<Result<Link, LinkError>>,
+    ) {
+        if let Some(entry) = self.by_addr.get(&addr) {
+            let main = entry.main;
+            match self.sessions.get_mut(&main) {
+                // The peer is already handshaking with us as client: our
+                // dial is folded into that handshake.
+                Some(s) if s.machine.is_handshaking() && matches!(s.purpose, Some(Purpose::Accept)) => {
+                    tracing::debug!(peer = %addr, "dial folded into the peer's handshake");
+                    s.purpose = Some(Purpose::Dial { expected, reply });
                 }
-                for f in frames {
-                    match f {
-                        FramedMessage::Data { sequence, message } => {
-                            // §6.6.3.2: the receiver ACKs every frame at once.
-                            if let Err(e) = write_frame(&mut stream, &acks.on_data(sequence)).await {
-                                break 'link e;
-                            }
-                            pending.push_back(message);
-                        }
-                        FramedMessage::Ack { ack_sequence, received } => sender.on_ack(ack_sequence, received),
-                    }
-                }
-                if let Err(reason) = verdict {
-                    tracing::warn!(%reason, "closing DTLS link");
-                    let _ = stream.shutdown().await;
-                    break reason;
+                _ => {
+                    let _ = reply.send(Err(LinkError::Busy(addr)));
                 }
             }
-            () = sleep_until(deadline), if deadline.is_some() => {
-                match sender.handle_timeout(Instant::now().into_std()) {
-                    Ok(frames) => {
-                        for f in frames {
-                            if let Err(e) = write_frame(&mut stream, &f).await {
-                                break 'link e;
-                            }
-                        }
-                    }
-                    Err(Unresponsive) => {
-                        tracing::warn!("DTLS peer unresponsive");
-                        break "peer unresponsive".to_owned();
-                    }
-                }
-            }
-            m = out_rx.recv(), if !closing && outq.len() < OUT_QUEUE => match m {
-                Some(message) => enqueue(message, max_message, &mut outq),
-                None => closing = true,
-            },
-            p = ev_tx.reserve(), if !pending.is_empty() => match p {
-                Ok(permit) => {
-                    if let Some(m) = pending.pop_front() {
-                        permit.send(LinkEvent::Message(m));
-                    }
-                }
-                Err(_) => { pending.clear(); closing = true; }
-            },
-            s = &mut stop => {
-                let _ = stream.shutdown().await;
-                break s.unwrap_or_else(|_| "socket closed".into());
-            }
-        }
-    };
-    tracing::debug!(%reason, "DTLS link closed");
-    for m in pending {
-        if ev_tx.send(LinkEvent::Message(m)).await.is_err() {
             return;
         }
+        if self.sessions.len() >= MAX_SESSIONS {
+            let _ = reply.send(Err(LinkError::TooManySessions));
+            return;
+        }
+        match DtlsLink::client(&self.ctx, &self.sec, now, unix_now(), expected) {
+            Ok(machine) => {
+                let id = self.insert(machine, addr, Purpose::Dial { expected, reply });
+                self.by_addr.insert(addr, Entry { main: id, candidate: None });
+                self.settle(id);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
     }
-    let _ = ev_tx.send(LinkEvent::Closed(reason)).await;
+
+    /// Moves a link to `addr`: its datagrams go there, and datagrams from
+    /// there reach it (ICE will call this when it selects a new pair).
+    fn set_remote(&mut self, id: LinkId, addr: SocketAddr) -> Result<(), LinkError> {
+        let old = self.sessions.get(&id).ok_or(LinkError::NoSuchLink)?.remote;
+        if old == addr {
+            return Ok(());
+        }
+        if self.by_addr.contains_key(&addr) {
+            return Err(LinkError::Busy(addr));
+        }
+        self.unmap(id, old);
+        self.by_addr.insert(addr, Entry { main: id, candidate: None });
+        if let Some(s) = self.sessions.get_mut(&id) {
+            s.remote = addr;
+        }
+        tracing::debug!(%id, from = %old, to = %addr, "link moved to a new remote address");
+        Ok(())
+    }
+
+    fn on_close(&mut self, id: LinkId) {
+        // Messages queued before the last sender went come first.
+        while let Ok(cmd) = self.commands.try_recv() {
+            self.on_command(cmd);
+        }
+        if let Some(s) = self.sessions.get_mut(&id) {
+            s.machine.close(Instant::now());
+        }
+        self.settle(id);
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        while let Some(&(t, id)) = self.timers.first() {
+            if t > now {
+                break;
+            }
+            self.timers.remove(&(t, id));
+            if let Some(s) = self.sessions.get_mut(&id) {
+                s.deadline = None;
+                s.machine.handle_timeout(now);
+            }
+            self.settle(id);
+        }
+    }
+
+    /// After any input to a machine: send its datagrams, hand out its
+    /// events, re-arm its timer, and forget it when it is finished.
+    fn settle(&mut self, id: LinkId) {
+        let Some(mut s) = self.sessions.remove(&id) else { return };
+        self.flush(&mut s);
+        let mut finished = false;
+        loop {
+            if s.events.as_ref().is_some_and(|tx| tx.capacity() == 0) {
+                // The owner lags: the machine keeps the events (and stops
+                // ACKing once it holds too many); offered again soon.
+                self.lagging.insert(id);
+                break;
+            }
+            let Some(ev) = s.machine.poll_event() else { break };
+            match ev {
+                Event::Connected(peer) => {
+                    let kind = LinkKind::DtlsUdpSrNoIce;
+                    let (commands, closes) = (self.commands_tx.clone(), self.closes_tx.clone());
+                    let (link, events) = new_link(id, peer, s.remote, kind, commands, closes);
+                    s.events = Some(events);
+                    let purpose = s.purpose.take();
+                    self.hand_out(id, link, purpose);
+                }
+                Event::Message(m) => {
+                    if let Some(tx) = &s.events {
+                        let _ = tx.try_send(LinkEvent::Message(m));
+                    }
+                }
+                Event::Closed(reason) => {
+                    tracing::debug!(%id, %reason, "DTLS link closed");
+                    if let Some(tx) = &s.events {
+                        let _ = tx.try_send(LinkEvent::Closed(reason));
+                    }
+                    finished = true;
+                }
+                Event::Failed(e) => {
+                    self.on_failed(&mut s, e);
+                    finished = true;
+                }
+            }
+        }
+        let done = finished || s.machine.is_done();
+        let deadline = if done { None } else { s.machine.poll_timeout() };
+        if s.deadline != deadline {
+            if let Some(old) = s.deadline {
+                self.timers.remove(&(old, id));
+            }
+            if let Some(new) = deadline {
+                self.timers.insert((new, id));
+            }
+            s.deadline = deadline;
+        }
+        if done {
+            self.lagging.remove(&id);
+            self.unmap(id, s.remote);
+        } else {
+            self.sessions.insert(id, s);
+        }
+    }
+
+    fn flush(&self, s: &mut Session) {
+        while let Some(d) = s.machine.poll_transmit() {
+            // UDP may lose datagrams anyway: a full send buffer is one more
+            // loss for DTLS or Simple Reliability to repair, never a wait.
+            if let Err(e) = self.socket.try_send_to(&d, s.remote) {
+                tracing::trace!(error = %e, len = d.len(), "datagram not sent");
+            }
+        }
+    }
+
+    fn on_failed(&self, s: &mut Session, e: LinkError) {
+        match s.purpose.take() {
+            Some(Purpose::Dial { reply, .. }) => {
+                let _ = reply.send(Err(e));
+            }
+            _ => {
+                Counters::bump(&self.counters.rejected);
+                tracing::warn!(peer = %s.remote, reason = %e, "refused DTLS peer");
+            }
+        }
+    }
+
+    /// A handshake finished: the link goes to its dialer or the listener;
+    /// a candidate replaces the link it was started beside.
+    fn hand_out(&mut self, id: LinkId, link: Link, purpose: Option<Purpose>) {
+        let remote = link.remote;
+        tracing::debug!(%id, peer = %remote, node = %link.peer.label(), "DTLS link up");
+        if let Some(entry) = self.by_addr.get_mut(&remote)
+            && entry.candidate == Some(id)
+        {
+            let old = std::mem::replace(&mut entry.main, id);
+            entry.candidate = None;
+            if let Some(s) = self.sessions.get_mut(&old) {
+                s.machine.abort("replaced by a new session from the same address");
+            }
+            self.settle_detached(old);
+        }
+        let link = match purpose {
+            Some(Purpose::Dial { expected, reply }) => match expected {
+                Some(want) if !link.peer.node_ids.contains(&want) => {
+                    // A folded dial met another node: it fails, the link is
+                    // still a good incoming one.
+                    let found = link.peer.node_ids.iter().map(|n| n.to_hex()).collect();
+                    let _ = reply.send(Err(LinkError::WrongNodeId { expected: want, found }));
+                    link
+                }
+                _ => match reply.send(Ok(link)) {
+                    Ok(()) => return,
+                    // The dialer gave up: dropping the link closes it.
+                    Err(_) => return,
+                },
+            },
+            _ => link,
+        };
+        match &self.accepted {
+            Some(tx) => {
+                let _ = tx.send(link);
+            }
+            None => drop(link),
+        }
+    }
+
+    /// Finishes a session that no longer owns its address (replaced).
+    fn settle_detached(&mut self, id: LinkId) {
+        let Some(mut s) = self.sessions.remove(&id) else { return };
+        self.flush(&mut s);
+        while let Some(ev) = s.machine.poll_event() {
+            if let (Event::Closed(reason), Some(tx)) = (ev, &s.events) {
+                let _ = tx.try_send(LinkEvent::Closed(reason));
+            }
+        }
+        if let Some(old) = s.deadline {
+            self.timers.remove(&(old, id));
+        }
+        self.lagging.remove(&id);
+    }
+
+    fn remove(&mut self, id: LinkId) -> Option<Session> {
+        let s = self.sessions.remove(&id)?;
+        if let Some(t) = s.deadline {
+            self.timers.remove(&(t, id));
+        }
+        self.lagging.remove(&id);
+        self.unmap(id, s.remote);
+        Some(s)
+    }
+
+    fn unmap(&mut self, id: LinkId, addr: SocketAddr) {
+        let Some(entry) = self.by_addr.get_mut(&addr) else { return };
+        if entry.main == id {
+            match entry.candidate.take() {
+                Some(c) => entry.main = c,
+                None => {
+                    self.by_addr.remove(&addr);
+                }
+            }
+        } else if entry.candidate == Some(id) {
+            entry.candidate = None;
+        }
+    }
+
+    /// The listener was dropped: every link ends, the peers are told.
+    fn shutdown(mut self, reason: &str) {
+        let sessions = std::mem::take(&mut self.sessions);
+        for mut s in sessions.into_values() {
+            s.machine.abort(reason);
+            self.flush(&mut s);
+            // Best effort: an owner that lags misses it and sees the
+            // channel close instead.
+            if let Some(tx) = &s.events {
+                let _ = tx.try_send(LinkEvent::Closed(reason.to_owned()));
+            }
+        }
+    }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
-    }
-}
-
-async fn write_frame(stream: &mut SslStream<DatagramPipe>, frame: &FramedMessage) -> Result<(), String> {
-    let bytes = frame.to_bytes().map_err(|e| format!("cannot encode frame: {e}"))?;
-    // One frame per record, one record per datagram.
-    match stream.write(&bytes).await {
-        Ok(n) if n == bytes.len() => Ok(()),
-        Ok(n) => Err(format!("DTLS wrote {n} of {} bytes", bytes.len())),
-        Err(e) => Err(format!("DTLS write failed: {e}")),
-    }
-}
-
-/// Queues a message for sending, split into §6.7 fragments when one
-/// datagram cannot carry it.
-fn enqueue(message: Vec<u8>, max_message: usize, outq: &mut VecDeque<Vec<u8>>) {
-    if message.len() > max_message {
-        tracing::warn!(len = message.len(), max_message, "dropped outgoing message larger than max-message-size");
-        return;
-    }
-    if message.len() <= MAX_FRAME_PAYLOAD {
-        outq.push_back(message);
-        return;
-    }
-    match crate::wire::fragment::fragment(&message, MAX_FRAME_PAYLOAD) {
-        Ok(pieces) => outq.extend(pieces),
-        Err(e) => tracing::warn!(len = message.len(), error = %e, "dropped message too long for a datagram"),
-    }
-}
-
-/// The in-memory transport under a DTLS session: each read yields one
-/// received datagram, each write sends one datagram on the shared socket.
-struct DatagramPipe {
-    rx: mpsc::Receiver<Vec<u8>>,
-    socket: Arc<UdpSocket>,
-    peer: SocketAddr,
-    /// While handshaking: wakes the task so OpenSSL can check its timer.
-    tick: Option<Pin<Box<Sleep>>>,
-}
-
-impl AsyncRead for DatagramPipe {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        match this.rx.poll_recv(cx) {
-            Poll::Ready(Some(d)) => {
-                let n = d.len().min(buf.remaining());
-                buf.put_slice(d.get(..n).unwrap_or_default());
-                Poll::Ready(Ok(()))
-            }
-            // The demultiplexer dropped us: end of stream.
-            Poll::Ready(None) => Poll::Ready(Ok(())),
-            Poll::Pending => {
-                if let Some(t) = this.tick.as_mut() {
-                    while t.as_mut().poll(cx).is_ready() {
-                        t.as_mut().reset(Instant::now() + HANDSHAKE_TICK);
-                    }
-                }
-                Poll::Pending
-            }
-        }
-    }
-}
-
-impl AsyncWrite for DatagramPipe {
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        // UDP may lose datagrams anyway: a full send buffer is one more
-        // loss for DTLS or Simple Reliability to repair, never a wait.
-        if let Err(e) = self.socket.try_send_to(buf, self.peer) {
-            tracing::trace!(error = %e, len = buf.len(), "datagram not sent");
-        }
-        Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
-
-/// No ACK came for a frame after its last transmission.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Unresponsive;
-
-/// The Simple Reliability sender (§6.6.3.2), sans-IO: time comes in as
-/// `now`. Frames are retransmitted under new sequence numbers, so every
-/// ACK names exactly one transmission.
-#[derive(Debug)]
-pub struct SrSender {
-    next_seq: u32,
-    next_id: u64,
-    inflight: BTreeMap<u64, InFlight>,
-    by_seq: BTreeMap<u32, u64>,
-    window: usize,
-}
-
-#[derive(Debug)]
-struct InFlight {
-    message: Vec<u8>,
-    seqs: Vec<u32>,
-    sent: u32,
-    rto: Duration,
-    deadline: std::time::Instant,
-}
-
-impl Default for SrSender {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl SrSender {
-    pub fn new() -> Self {
-        SrSender {
-            next_seq: 0,
-            next_id: 0,
-            inflight: BTreeMap::new(),
-            by_seq: BTreeMap::new(),
-            window: SR_INITIAL_WINDOW,
-        }
-    }
-
-    /// Whether the window has room for another frame.
-    pub fn can_send(&self) -> bool {
-        self.inflight.len() < self.window
-    }
-
-    /// Whether every frame sent was ACKed.
-    pub fn is_idle(&self) -> bool {
-        self.inflight.is_empty()
-    }
-
-    /// Frames a message for its first transmission.
-    pub fn send(&mut self, now: std::time::Instant, message: Vec<u8>) -> FramedMessage {
-        let id = self.next_id;
-        self.next_id += 1;
-        let seq = self.take_seq(id);
-        let frame = FramedMessage::Data { sequence: seq, message: message.clone() };
-        self.inflight.insert(
-            id,
-            InFlight { message, seqs: vec![seq], sent: 1, rto: SR_INITIAL_RTO, deadline: now + SR_INITIAL_RTO },
-        );
-        frame
-    }
-
-    /// An ACK arrived: every transmission it covers is done. Each newly
-    /// ACKed frame widens the window by one (additive increase).
-    pub fn on_ack(&mut self, ack_sequence: u32, received: u32) {
-        for seq in acked_sequences(ack_sequence, received) {
-            let Some(id) = self.by_seq.remove(&seq) else { continue };
-            if let Some(done) = self.inflight.remove(&id) {
-                for s in done.seqs {
-                    self.by_seq.remove(&s);
-                }
-                self.window = (self.window + 1).min(SR_MAX_WINDOW);
-            }
-        }
-    }
-
-    /// When the next retransmission is due.
-    pub fn poll_timeout(&self) -> Option<std::time::Instant> {
-        self.inflight.values().map(|f| f.deadline).min()
-    }
-
-    /// Retransmits what is due, doubling each one's RTO and halving the
-    /// window; fails once a frame's last transmission went unACKed.
-    pub fn handle_timeout(&mut self, now: std::time::Instant) -> Result<Vec<FramedMessage>, Unresponsive> {
-        let due: Vec<u64> = self.inflight.iter().filter(|(_, f)| f.deadline <= now).map(|(id, _)| *id).collect();
-        if due.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut out = Vec::with_capacity(due.len());
-        for id in due {
-            let sent = self.inflight.get(&id).map_or(0, |f| f.sent);
-            if sent >= SR_MAX_TRANSMISSIONS {
-                return Err(Unresponsive);
-            }
-            let seq = self.take_seq(id);
-            if let Some(f) = self.inflight.get_mut(&id) {
-                f.sent += 1;
-                f.rto *= 2;
-                f.deadline = now + f.rto;
-                f.seqs.push(seq);
-                out.push(FramedMessage::Data { sequence: seq, message: f.message.clone() });
-            }
-        }
-        self.window = (self.window / 2).max(1);
-        Ok(out)
-    }
-
-    fn take_seq(&mut self, id: u64) -> u32 {
-        let seq = self.next_seq;
-        // §6.6.2: one sequence space per connection, +1 per frame.
-        self.next_seq = self.next_seq.wrapping_add(1);
-        self.by_seq.insert(seq, id);
-        seq
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Instant as StdInstant;
-
-    fn seq_of(f: &FramedMessage) -> u32 {
-        match f {
-            FramedMessage::Data { sequence, .. } => *sequence,
-            FramedMessage::Ack { .. } => panic!("not data"),
-        }
-    }
-
-    #[test]
-    fn window_limits_frames_in_flight_and_acks_open_it() {
-        let t0 = StdInstant::now();
-        let mut s = SrSender::new();
-        let mut seqs = Vec::new();
-        while s.can_send() {
-            seqs.push(seq_of(&s.send(t0, vec![1])));
-        }
-        assert_eq!(seqs, vec![0, 1, 2, 3]);
-        // One ACK for 3 whose bitmap says 2 and 0 arrived too; 1 is missing.
-        s.on_ack(3, 0b101);
-        assert!(s.can_send());
-        assert_eq!(s.inflight.len(), 1);
-        s.on_ack(1, 0);
-        assert!(s.is_idle());
-        assert_eq!(s.window, SR_INITIAL_WINDOW + 4);
-    }
-
-    #[test]
-    fn retransmits_with_new_sequence_and_backoff_then_gives_up() {
-        let t0 = StdInstant::now();
-        let mut s = SrSender::new();
-        s.send(t0, b"hello".to_vec());
-        assert_eq!(s.poll_timeout(), Some(t0 + SR_INITIAL_RTO));
-        assert!(s.handle_timeout(t0 + Duration::from_millis(499)).unwrap().is_empty());
-        // Transmissions at 0, 0.5, 1.5, 3.5, 7.5 s; unresponsive at 15.5 s.
-        let mut at = Vec::new();
-        let gave_up = loop {
-            let Some(now) = s.poll_timeout() else { panic!("nothing in flight") };
-            match s.handle_timeout(now) {
-                Ok(frames) => {
-                    assert_eq!(frames.len(), 1);
-                    assert_eq!(seq_of(&frames[0]), at.len() as u32 + 1);
-                    at.push((now - t0).as_millis());
-                }
-                Err(Unresponsive) => break now,
-            }
-        };
-        assert_eq!(at, vec![500, 1500, 3500, 7500]);
-        assert_eq!((gave_up - t0).as_millis(), 15_500);
-    }
-
-    #[test]
-    fn an_ack_for_any_transmission_completes_the_frame() {
-        let t0 = StdInstant::now();
-        let mut s = SrSender::new();
-        s.send(t0, vec![9]);
-        let re = s.handle_timeout(t0 + SR_INITIAL_RTO).unwrap();
-        assert_eq!(seq_of(&re[0]), 1);
-        assert_eq!(s.window, SR_INITIAL_WINDOW / 2);
-        // The first transmission was only late: its ACK settles it.
-        s.on_ack(0, 0);
-        assert!(s.is_idle());
-        assert!(s.by_seq.is_empty());
-        assert_eq!(s.poll_timeout(), None);
-        // An ACK for a sequence never sent changes nothing.
-        s.on_ack(77, u32::MAX);
-        assert!(s.is_idle());
-    }
-
-    #[test]
-    fn a_lossy_path_delivers_everything_with_sr() {
-        // Sender and receiver machines over a channel that loses 15 % of
-        // DATA frames and 15 % of ACKs (seeded), in virtual time.
-        use rand::rngs::StdRng;
-        use rand::{RngExt, SeedableRng};
-        let mut rng = StdRng::seed_from_u64(6940);
-        let t0 = StdInstant::now();
-        let mut s = SrSender::new();
-        let mut r = AckTracker::default();
-        let mut to_send: VecDeque<Vec<u8>> = (0u8..40).map(|i| vec![i]).collect();
-        let mut got = std::collections::BTreeSet::new();
-        let mut lost = 0u32;
-        let mut now = t0;
-        let mut deliver = |f: FramedMessage, s: &mut SrSender, got: &mut std::collections::BTreeSet<u8>| {
-            if rng.random::<f64>() < 0.15 {
-                lost += 1;
-                return;
-            }
-            let FramedMessage::Data { sequence, message } = f else { panic!() };
-            got.insert(message[0]);
-            let FramedMessage::Ack { ack_sequence, received } = r.on_data(sequence) else { panic!() };
-            if rng.random::<f64>() < 0.15 {
-                lost += 1;
-            } else {
-                s.on_ack(ack_sequence, received);
-            }
-        };
-        for _ in 0..1000 {
-            while s.can_send() {
-                let Some(m) = to_send.pop_front() else { break };
-                let f = s.send(now, m);
-                deliver(f, &mut s, &mut got);
-            }
-            if to_send.is_empty() && s.is_idle() {
-                break;
-            }
-            now = s.poll_timeout().unwrap();
-            for f in s.handle_timeout(now).unwrap() {
-                deliver(f, &mut s, &mut got);
-            }
-        }
-        assert!(s.is_idle() && to_send.is_empty());
-        assert_eq!(got, (0u8..40).collect());
-        assert!(lost > 5, "the channel lost only {lost}");
-    }
-
-    #[test]
-    fn client_hello_detection() {
-        let mut hello = vec![22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 100, 1];
-        hello.resize(120, 0);
-        assert!(is_client_hello(&hello));
-        let mut later_epoch = hello.clone();
-        later_epoch[4] = 1;
-        assert!(!is_client_hello(&later_epoch));
-        assert!(!is_client_hello(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
-        assert!(!is_client_hello(&hello[..14]));
-    }
-
-    #[test]
-    fn oversized_messages_are_fragmented_or_dropped() {
-        let mut q = VecDeque::new();
-        enqueue(vec![0; MAX_FRAME_PAYLOAD], 5000, &mut q);
-        assert_eq!(q.len(), 1);
-        // Not a RELOAD message: cannot be fragmented, dropped.
-        enqueue(vec![0; MAX_FRAME_PAYLOAD + 1], 5000, &mut q);
-        assert_eq!(q.len(), 1);
-        enqueue(vec![0; 6000], 5000, &mut q);
-        assert_eq!(q.len(), 1);
     }
 }

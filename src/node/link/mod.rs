@@ -1,94 +1,60 @@
-//! Overlay links (RFC 6940 §6.6): TLS-TCP-FH-NO-ICE ([`tls`]) and
-//! DTLS-UDP-SR-NO-ICE ([`dtls`]).
+//! Overlay links in the runtime (RFC 6940 §6.6): the sockets around the
+//! sans-IO machines of [`crate::link`].
 //!
-//! Both kinds authenticate both ends with overlay certificates (§6.6.1,
-//! §11): OpenSSL runs the handshake, and the chain check is ours
-//! ([`crate::security::verify_chain`]), run from OpenSSL's verify callback
-//! (so a refused peer gets an alert) and again after the handshake to
-//! extract the Node-IDs the link is bound to. Every RELOAD message travels
-//! in a framed DATA message (§6.6.2, [`crate::wire::framing`]); each DATA
-//! frame is answered by an ACK on both kinds. DTLS adds Simple Reliability
-//! (§6.6.3.2) on top.
+//! DTLS ([`dtls`]): one task owns the node's UDP socket. It classifies
+//! every datagram by its first byte (RFC 7983, [`crate::nat::demux`]),
+//! hands DTLS records to the [`crate::link::DtlsLink`] of their source
+//! address, drives the machines' timers, and sends their datagrams to each
+//! link's current remote address. Dials go out from the same socket, so a
+//! link's 5-tuple is the listener's port; a link is keyed by a [`LinkId`]
+//! and can be moved to another remote address ([`LinkDialer::set_remote`]).
 //!
-//! A [`Link`] is a pair of bounded channels served by a spawned task:
-//! drop [`Link::tx`] to close it; the task reports the end, whoever caused
-//! it, as a final [`LinkEvent::Closed`] on [`Link::rx`].
+//! TLS ([`tls`]): one task per TCP connection reads and writes the socket
+//! around a [`crate::link::TlsLink`].
+//!
+//! A [`Link`] is what the control loop holds: a [`LinkSender`] and a
+//! bounded receiver of [`LinkEvent`]s. Drop every clone of [`Link::tx`] to
+//! close the link; the end, whoever caused it, arrives as a final
+//! [`LinkEvent::Closed`] on [`Link::rx`].
 
 pub mod dtls;
 pub mod tls;
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use openssl::pkey::PKey;
-use openssl::ssl::{Ssl, SslContext, SslContextBuilder, SslMethod, SslOptions, SslSessionCacheMode, SslVerifyMode};
-use openssl::x509::X509;
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::{SendError, TrySendError};
 
-use crate::security::{SecurityError, verify_chain};
+pub use crate::link::{
+    EVENT_QUEUE, HANDSHAKE_TIMEOUT, LinkError, LinkKind, LinkSecurity, MAX_PENDING_HANDSHAKES, PeerIdentity,
+    base_context, handshake_error, private_key,
+};
 use crate::wire::NodeId;
-use crate::wire::framing::{FramedMessage, frame_len};
-use crate::wire::{Codec, Reader};
 
-/// How long a (D)TLS handshake and the certificate check may take.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Capacity of [`Link::tx`] (messages waiting to be framed and sent).
-pub const SEND_QUEUE: usize = 64;
-/// Capacity of [`Link::rx`]. When the runtime does not drain it, the link
-/// stops reading: TCP pushes back, DTLS stops ACKing and the peer's
-/// Simple Reliability backs off.
-pub const EVENT_QUEUE: usize = 256;
-/// Handshakes a listener runs at once; further peers are refused.
-pub const MAX_PENDING_HANDSHAKES: usize = 256;
-/// Bytes of the §6.6.2 DATA frame header (type, sequence, 24-bit length).
-pub const DATA_FRAME_HEADER: usize = 1 + 4 + 3;
+/// Capacity of one socket's (or TLS connection's) command queue: messages
+/// on their way from the control loop to the link machines. The machines
+/// bound each link's own queue ([`crate::link::dtls::OUT_QUEUE`]).
+pub const SEND_QUEUE: usize = 1024;
 
-/// The two No-ICE link types of §6.6 (IANA OverlayLinkType 4 and 3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum LinkKind {
-    /// TLS 1.2+ over TCP with the framing header ("TLS-TCP-FH-NO-ICE", §14.10).
-    TlsTcpFhNoIce,
-    /// DTLS 1.2 over UDP with framing header and Simple Reliability.
-    DtlsUdpSrNoIce,
-}
+/// The id a socket gives each of its links (unique per process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LinkId(pub u64);
 
-/// What a node needs to run links: its overlay certificate and key and
-/// the overlay's root to check peers against.
-#[derive(Clone)]
-pub struct LinkSecurity {
-    /// The overlay name peers' `reload://` URIs must carry.
-    pub overlay: String,
-    /// The overlay's root certificate (configuration `root-cert`), DER.
-    pub ca_der: Vec<u8>,
-    /// This node's certificate, DER.
-    pub cert_der: Vec<u8>,
-    /// This node's private key, PKCS#8 DER (P-256, Ed25519 or RSA).
-    pub key_pkcs8: Vec<u8>,
-    /// The overlay's `max-message-size`: a larger frame closes the link.
-    pub max_message_size: usize,
-}
-
-impl std::fmt::Debug for LinkSecurity {
+impl std::fmt::Display for LinkId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print the private key.
-        f.debug_struct("LinkSecurity")
-            .field("overlay", &self.overlay)
-            .field("max_message_size", &self.max_message_size)
-            .finish_non_exhaustive()
+        write!(f, "link{}", self.0)
     }
 }
 
-/// Who is at the other end, as its verified certificate says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerIdentity {
-    /// The Node-IDs of the peer's certificate; the link is bound to them.
-    pub node_ids: Vec<NodeId>,
-    /// The certificate's user name (rfc822Name), when present.
-    pub user: Option<String>,
-    /// The peer's certificate, DER.
-    pub cert_der: Vec<u8>,
+static NEXT_LINK_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A fresh process-wide link id (ids only name links; nothing else is shared).
+pub(crate) fn next_link_id() -> LinkId {
+    LinkId(NEXT_LINK_ID.fetch_add(1, Ordering::Relaxed))
 }
 
 /// What a link reports to its owner.
@@ -100,54 +66,100 @@ pub enum LinkEvent {
     Closed(String),
 }
 
-/// An authenticated overlay link, served by its own task.
+/// An authenticated overlay link.
 #[derive(Debug)]
 pub struct Link {
+    pub id: LinkId,
     pub peer: PeerIdentity,
+    /// The remote address when the link came up ([`LinkDialer::set_remote`]
+    /// may move it later).
     pub remote: SocketAddr,
     pub kind: LinkKind,
-    /// Messages to send, one RELOAD message each. Drop it to close the
-    /// link (queued messages are sent, and on DTLS ACKed, first). Use
-    /// `try_send` from an event loop that also drains [`Link::rx`]: the
-    /// link stops reading while `rx` is full.
-    pub tx: mpsc::Sender<Vec<u8>>,
-    /// Received messages, then one final `Closed`.
+    /// Messages to send, one RELOAD message each. Drop every clone to
+    /// close the link (queued messages are sent, and on DTLS ACKed, first).
+    pub tx: LinkSender,
+    /// Received messages, then one final `Closed`. While it is full, DTLS
+    /// stops ACKing (the peer's Simple Reliability backs off) and TLS stops
+    /// reading (TCP pushes back).
     pub rx: mpsc::Receiver<LinkEvent>,
 }
 
-/// Why a link could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum LinkError {
-    #[error("i/o error: {0}")]
-    Io(#[from] io::Error),
-    /// Our certificate, key or OpenSSL settings are unusable.
-    #[error("TLS setup failed: {0}")]
-    Setup(String),
-    #[error("handshake failed: {0}")]
-    Handshake(String),
-    #[error("handshake timed out")]
-    Timeout,
-    /// The peer's certificate failed our check (§11.3).
-    #[error("peer certificate refused: {0}")]
-    Certificate(#[from] SecurityError),
-    #[error("peer presented no certificate")]
-    NoCertificate,
-    /// §6.6.1: the certificate does not carry the Node-ID we dialed.
-    #[error("peer certificate is for {found:?}, not the expected Node-ID {expected}")]
-    WrongNodeId { expected: NodeId, found: Vec<String> },
-    /// DTLS: a session with that address already exists on this socket.
-    #[error("a session with {0} already exists on this socket")]
-    Busy(SocketAddr),
-    #[error("too many sessions or handshakes in progress")]
-    TooManySessions,
-    /// The socket's demultiplexer has stopped (its listener was dropped).
-    #[error("link socket is closed")]
-    SocketClosed,
+/// Commands from link handles to the task that owns the link's socket.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Send(LinkId, Vec<u8>),
+    Dial { addr: SocketAddr, expected: Option<NodeId>, reply: tokio::sync::oneshot::Sender<Result<Link, LinkError>> },
+    SetRemote { id: LinkId, addr: SocketAddr, reply: tokio::sync::oneshot::Sender<Result<(), LinkError>> },
 }
 
-impl From<openssl::error::ErrorStack> for LinkError {
-    fn from(e: openssl::error::ErrorStack) -> Self {
-        LinkError::Setup(e.to_string())
+/// The sending half of a [`Link`]; cloneable, the link closes when the
+/// last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct LinkSender(Arc<SenderInner>);
+
+#[derive(Debug)]
+struct SenderInner {
+    id: LinkId,
+    commands: mpsc::Sender<Command>,
+    /// Unbounded, yet bounded by the number of links: one id per link, once.
+    closes: mpsc::UnboundedSender<LinkId>,
+}
+
+impl Drop for SenderInner {
+    fn drop(&mut self) {
+        let _ = self.closes.send(self.id);
+    }
+}
+
+impl LinkSender {
+    pub(crate) fn new(id: LinkId, commands: mpsc::Sender<Command>, closes: mpsc::UnboundedSender<LinkId>) -> Self {
+        LinkSender(Arc::new(SenderInner { id, commands, closes }))
+    }
+
+    pub fn id(&self) -> LinkId {
+        self.0.id
+    }
+
+    /// Queues a message without waiting; `Full` when the socket's command
+    /// queue is, `Closed` when its task has ended.
+    pub fn try_send(&self, message: Vec<u8>) -> Result<(), TrySendError<Vec<u8>>> {
+        self.0.commands.try_send(Command::Send(self.0.id, message)).map_err(|e| match e {
+            TrySendError::Full(c) => TrySendError::Full(message_of(c)),
+            TrySendError::Closed(c) => TrySendError::Closed(message_of(c)),
+        })
+    }
+
+    /// Queues a message, waiting for room in the command queue.
+    pub async fn send(&self, message: Vec<u8>) -> Result<(), SendError<Vec<u8>>> {
+        self.0.commands.send(Command::Send(self.0.id, message)).await.map_err(|e| SendError(message_of(e.0)))
+    }
+
+    /// Waits until the command queue has room (e.g. to let queued messages
+    /// drain before shutting down).
+    pub async fn reserve(&self) -> Result<(), SendError<()>> {
+        self.0.commands.reserve().await.map(drop)
+    }
+}
+
+fn message_of(c: Command) -> Vec<u8> {
+    match c {
+        Command::Send(_, m) => m,
+        Command::Dial { .. } | Command::SetRemote { .. } => Vec::new(),
+    }
+}
+
+/// Counters a listener's socket task keeps.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub rejected: AtomicU64,
+    pub ignored: AtomicU64,
+    pub stun: AtomicU64,
+    pub send_drops: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -171,8 +183,9 @@ pub async fn listen(kind: LinkKind, addr: SocketAddr, sec: Arc<LinkSecurity>) ->
 }
 
 /// Dials `addr`; with `expected`, refuses a peer whose certificate does
-/// not carry that Node-ID. DTLS binds a fresh ephemeral UDP socket: prefer
-/// [`LinkListener::dial`], which reuses the listener's port.
+/// not carry that Node-ID. DTLS binds a fresh ephemeral UDP socket (for
+/// nodes that do not listen): prefer [`LinkListener::dial`], which uses
+/// the listener's socket.
 pub async fn dial(
     kind: LinkKind,
     addr: SocketAddr,
@@ -213,18 +226,30 @@ impl LinkListener {
     /// Incoming peers refused so far (failed handshake, bad certificate,
     /// timeout, too many handshakes).
     pub fn rejected(&self) -> u64 {
-        match &self.inner {
-            ListenerInner::Tls(l) => l.rejected(),
-            ListenerInner::Dtls(l) => l.rejected(),
-        }
+        self.counters().map_or(0, |c| c.rejected.load(Ordering::Relaxed))
     }
 
-    /// DTLS: datagrams dropped because they came from an unknown address
-    /// and were not a DTLS ClientHello. Always 0 for TLS.
+    /// DTLS: datagrams not handed to any link (not DTLS by RFC 7983, or
+    /// DTLS from an unknown address that is no ClientHello). 0 for TLS.
     pub fn ignored_datagrams(&self) -> u64 {
+        self.counters().map_or(0, |c| c.ignored.load(Ordering::Relaxed))
+    }
+
+    /// DTLS: STUN datagrams seen on the socket (counted and dropped until
+    /// ICE runs here); they are part of [`Self::ignored_datagrams`].
+    pub fn stun_datagrams(&self) -> u64 {
+        self.counters().map_or(0, |c| c.stun.load(Ordering::Relaxed))
+    }
+
+    /// Messages dropped because a link's send queue was full.
+    pub fn send_drops(&self) -> u64 {
+        self.counters().map_or(0, |c| c.send_drops.load(Ordering::Relaxed))
+    }
+
+    fn counters(&self) -> Option<&Counters> {
         match &self.inner {
-            ListenerInner::Tls(_) => 0,
-            ListenerInner::Dtls(l) => l.ignored(),
+            ListenerInner::Tls(l) => Some(l.counters()),
+            ListenerInner::Dtls(l) => Some(l.counters()),
         }
     }
 
@@ -240,7 +265,7 @@ impl LinkListener {
     pub fn dialer(&self) -> LinkDialer {
         LinkDialer(match &self.inner {
             ListenerInner::Tls(l) => DialerInner::Tls(l.security()),
-            ListenerInner::Dtls(l) => DialerInner::Dtls(l.dialer()),
+            ListenerInner::Dtls(l) => DialerInner::Dtls(l.commands()),
         })
     }
 }
@@ -252,129 +277,47 @@ pub struct LinkDialer(DialerInner);
 #[derive(Clone)]
 enum DialerInner {
     Tls(Arc<LinkSecurity>),
-    Dtls(dtls::DtlsDialer),
+    Dtls(mpsc::Sender<Command>),
 }
 
 impl LinkDialer {
     /// Dials `addr`, refusing a peer without the `expected` Node-ID.
+    ///
+    /// DTLS simultaneous open: when the peer dials us from its listening
+    /// socket at the same time, both ClientHellos share one 5-tuple. The
+    /// side whose ClientHello random is the smaller keeps the client role;
+    /// the other turns its dial into the server side of the peer's
+    /// handshake, and this call returns that link. Both ends see one link.
     pub async fn dial(&self, addr: SocketAddr, expected: Option<NodeId>) -> Result<Link, LinkError> {
         match &self.0 {
             DialerInner::Tls(sec) => tls::dial(addr, sec.clone(), expected).await,
-            DialerInner::Dtls(d) => d.dial(addr, expected).await,
+            DialerInner::Dtls(c) => dtls::dial_on(c, addr, expected).await,
+        }
+    }
+
+    /// Moves a DTLS link to another remote address (e.g. the pair ICE
+    /// selected): its datagrams go there from now on, and datagrams from
+    /// there reach it. TLS links are bound to their connection.
+    pub async fn set_remote(&self, id: LinkId, addr: SocketAddr) -> Result<(), LinkError> {
+        match &self.0 {
+            DialerInner::Tls(_) => Err(LinkError::Setup("a TLS link cannot change its address".into())),
+            DialerInner::Dtls(c) => dtls::set_remote_on(c, id, addr).await,
         }
     }
 }
 
-/// Which end of the handshake we are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Role {
-    Client,
-    Server,
-}
-
-/// An OpenSSL context for `kind` carrying our certificate and key, asking
-/// for (and accepting any) peer certificate: the real check is per
-/// connection, see [`new_ssl`].
-pub(crate) fn base_context(kind: LinkKind, sec: &LinkSecurity) -> Result<SslContextBuilder, LinkError> {
-    let (method, min) = match kind {
-        LinkKind::TlsTcpFhNoIce => (SslMethod::tls(), openssl::ssl::SslVersion::TLS1_2),
-        LinkKind::DtlsUdpSrNoIce => (SslMethod::dtls(), openssl::ssl::SslVersion::DTLS1_2),
-    };
-    let mut b = SslContextBuilder::new(method)?;
-    b.set_min_proto_version(Some(min))?;
-    let cert = X509::from_der(&sec.cert_der)?;
-    let key = private_key(&sec.key_pkcs8)?;
-    b.set_certificate(&cert)?;
-    b.set_private_key(&key)?;
-    b.check_private_key()?;
-    b.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
-    // Every link shows its certificate afresh: no resumption, so the
-    // identity check always sees the peer's current certificate.
-    b.set_session_cache_mode(SslSessionCacheMode::OFF);
-    b.set_options(SslOptions::NO_TICKET | SslOptions::NO_RENEGOTIATION);
-    b.set_num_tickets(0)?;
-    Ok(b)
-}
-
-/// Reads our PKCS#8 key. OpenSSL 3.0 cannot read the PKCS#8 v2
-/// (RFC 5958, with the public key) that `ring` writes for Ed25519, so an
-/// Ed25519 key it refuses is loaded from its 32-byte seed instead.
-pub(crate) fn private_key(der: &[u8]) -> Result<PKey<openssl::pkey::Private>, LinkError> {
-    match PKey::private_key_from_pkcs8(der) {
-        Ok(k) => Ok(k),
-        Err(e) => match ed25519_seed(der) {
-            Some(seed) => Ok(PKey::private_key_from_raw_bytes(seed, openssl::pkey::Id::ED25519)?),
-            None => Err(e.into()),
-        },
-    }
-}
-
-/// The seed of an Ed25519 PKCS#8 key (RFC 8410 §7): the algorithm OID
-/// 1.3.101.112, then `privateKey OCTET STRING { CurvePrivateKey OCTET
-/// STRING (32) }`.
-fn ed25519_seed(der: &[u8]) -> Option<&[u8]> {
-    const OID: [u8; 5] = [0x06, 0x03, 0x2b, 0x65, 0x70];
-    const KEY: [u8; 4] = [0x04, 0x22, 0x04, 0x20];
-    let after_oid = der.windows(OID.len()).position(|w| w == OID)? + OID.len();
-    let rest = der.get(after_oid..)?;
-    let at = rest.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
-    rest.get(at..at + 32)
-}
-
-/// Where the verify callback leaves the reason it refused a certificate.
-pub(crate) type VerifySlot = Arc<Mutex<Option<SecurityError>>>;
-
-/// A connection object whose verify callback runs our §11.3 check on the
-/// peer's end-entity certificate, so a refused peer gets an alert.
-pub(crate) fn new_ssl(ctx: &SslContext, sec: &Arc<LinkSecurity>) -> Result<(Ssl, VerifySlot), LinkError> {
-    let mut ssl = Ssl::new(ctx)?;
-    let slot: VerifySlot = Arc::new(Mutex::new(None));
-    let (s, sec) = (slot.clone(), sec.clone());
-    ssl.set_verify_callback(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT, move |_, store| {
-        // OpenSSL has no trust store here and so always "fails"; only our
-        // verdict on the peer's own certificate (depth 0) counts.
-        if store.error_depth() != 0 {
-            return true;
-        }
-        let Some(der) = store.current_cert().and_then(|c| c.to_der().ok()) else { return false };
-        match verify_chain(&der, &sec.ca_der, unix_now(), &sec.overlay) {
-            Ok(_) => true,
-            Err(e) => {
-                if let Ok(mut g) = s.lock() {
-                    *g = Some(e);
-                }
-                false
-            }
-        }
-    });
-    Ok((ssl, slot))
-}
-
-/// A handshake error, replaced by the certificate verdict when that is
-/// what failed it.
-pub(crate) fn handshake_error(e: impl std::fmt::Display, slot: &VerifySlot) -> LinkError {
-    match slot.lock().ok().and_then(|mut g| g.take()) {
-        Some(reason) => LinkError::Certificate(reason),
-        None => LinkError::Handshake(e.to_string()),
-    }
-}
-
-/// The identity of a finished handshake's peer (§6.6.1: the link is bound
-/// to the certificate's Node-IDs), checking `expected` when dialing.
-pub(crate) fn peer_identity(
-    ssl: &openssl::ssl::SslRef,
-    sec: &LinkSecurity,
-    expected: Option<NodeId>,
-) -> Result<PeerIdentity, LinkError> {
-    let cert = ssl.peer_certificate().ok_or(LinkError::NoCertificate)?;
-    let der = cert.to_der()?;
-    let id = verify_chain(&der, &sec.ca_der, unix_now(), &sec.overlay)?;
-    if let Some(want) = expected
-        && !id.node_ids.contains(&want)
-    {
-        return Err(LinkError::WrongNodeId { expected: want, found: id.node_ids.iter().map(|n| n.to_hex()).collect() });
-    }
-    Ok(PeerIdentity { node_ids: id.node_ids, user: id.user, cert_der: der })
+/// The pieces of a new [`Link`] and the task ends of its channels.
+pub(crate) fn new_link(
+    id: LinkId,
+    peer: PeerIdentity,
+    remote: SocketAddr,
+    kind: LinkKind,
+    commands: mpsc::Sender<Command>,
+    closes: mpsc::UnboundedSender<LinkId>,
+) -> (Link, mpsc::Sender<LinkEvent>) {
+    let (ev_tx, rx) = mpsc::channel(EVENT_QUEUE);
+    let tx = LinkSender::new(id, commands, closes);
+    (Link { id, peer, remote, kind, tx, rx }, ev_tx)
 }
 
 /// Wall time for certificate validity checks.
@@ -382,108 +325,19 @@ pub(crate) fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// Cuts whole frames off the front of `buf` (a TCP byte stream or one
-/// DTLS record). A partial frame stays in `buf`. The error, if any, names
-/// why the link must close (a frame type that is not §6.6.2's, or a DATA
-/// frame longer than `max_message`, seen from its header before it is
-/// buffered); the frames before the bad one are returned with it.
-pub(crate) fn take_frames(buf: &mut Vec<u8>, max_message: usize) -> (Vec<FramedMessage>, Result<(), String>) {
-    let mut out = Vec::new();
-    let mut used = 0usize;
-    let verdict = loop {
-        let rest = buf.get(used..).unwrap_or_default();
-        let len = match frame_len(rest) {
-            Ok(Some(n)) => n,
-            Ok(None) => break Ok(()),
-            Err(_) => {
-                let ty = rest.first().copied().unwrap_or_default();
-                break Err(format!("unknown frame type {ty}"));
-            }
-        };
-        if len > max_message.saturating_add(DATA_FRAME_HEADER) {
-            break Err(format!("oversized frame {len} bytes"));
-        }
-        let Some(frame) = rest.get(..len) else { break Ok(()) };
-        let mut r = Reader::new(frame);
-        match FramedMessage::decode(&mut r) {
-            Ok(f) => out.push(f),
-            Err(e) => break Err(format!("malformed frame: {e}")),
-        }
-        used += len;
-    };
-    buf.drain(..used);
-    (out, verdict)
+/// [`crate::link::new_ssl`] at the current wall time (SIP over TLS).
+pub(crate) fn new_ssl(
+    ctx: &openssl::ssl::SslContext,
+    sec: &Arc<LinkSecurity>,
+) -> Result<(openssl::ssl::Ssl, crate::link::VerifySlot), LinkError> {
+    crate::link::new_ssl(ctx, sec, &crate::link::WallClock::new(unix_now()))
 }
 
-/// The pieces of a new [`Link`] and the task ends of its channels.
-pub(crate) struct LinkChannels {
-    pub out_rx: mpsc::Receiver<Vec<u8>>,
-    pub ev_tx: mpsc::Sender<LinkEvent>,
-}
-
-pub(crate) fn link_channels(peer: PeerIdentity, remote: SocketAddr, kind: LinkKind) -> (Link, LinkChannels) {
-    let (tx, out_rx) = mpsc::channel(SEND_QUEUE);
-    let (ev_tx, rx) = mpsc::channel(EVENT_QUEUE);
-    (Link { peer, remote, kind, tx, rx }, LinkChannels { out_rx, ev_tx })
-}
-
-/// A short label for logs: the first Node-ID of a peer.
-pub(crate) fn peer_label(p: &PeerIdentity) -> String {
-    p.node_ids.first().map(|n| n.to_hex()).unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn data(seq: u32, len: usize) -> Vec<u8> {
-        FramedMessage::Data { sequence: seq, message: vec![7; len] }.to_bytes().unwrap()
-    }
-
-    #[test]
-    fn every_key_type_loads_into_openssl() {
-        use crate::security::{KeyAlgorithm, KeyPair};
-        for alg in [KeyAlgorithm::EcdsaP256Sha256, KeyAlgorithm::Ed25519] {
-            let k = KeyPair::generate(alg).unwrap();
-            let pkey = private_key(&k.to_pkcs8_der()).unwrap();
-            // The same key: OpenSSL derives the public half we know.
-            assert_eq!(pkey.public_key_to_der().unwrap(), k.spki_der(), "{alg:?}");
-        }
-        assert!(private_key(b"not a key").is_err());
-    }
-
-    #[test]
-    fn frames_are_cut_from_a_stream() {
-        let mut stream = data(0, 10);
-        stream.extend(FramedMessage::Ack { ack_sequence: 3, received: 1 }.to_bytes().unwrap());
-        let second = data(1, 20);
-        stream.extend(&second[..5]);
-        let (got, ok) = take_frames(&mut stream, 100);
-        assert_eq!(ok, Ok(()));
-        assert_eq!(got.len(), 2);
-        assert_eq!(got[1], FramedMessage::Ack { ack_sequence: 3, received: 1 });
-        assert_eq!(stream, second[..5].to_vec());
-        stream.extend(&second[5..]);
-        let (got, _) = take_frames(&mut stream, 100);
-        assert_eq!(got, vec![FramedMessage::Data { sequence: 1, message: vec![7; 20] }]);
-        assert!(stream.is_empty());
-    }
-
-    #[test]
-    fn oversized_and_unknown_frames_are_refused_from_the_header() {
-        // Only the 8-byte header of a 1 MB frame is needed to refuse it.
-        let mut head = data(0, 1 << 20)[..8].to_vec();
-        assert_eq!(take_frames(&mut head, 5000).1, Err(format!("oversized frame {} bytes", 8 + (1 << 20))));
-        let mut exact = data(0, 5000);
-        assert_eq!(
-            take_frames(&mut exact, 5000),
-            (vec![FramedMessage::Data { sequence: 0, message: vec![7; 5000] }], Ok(()))
-        );
-        // A good frame, then garbage: the good one is still handed over.
-        let mut mixed = data(4, 1);
-        mixed.extend(b"GET / HTTP/1.1\r\n");
-        let (got, verdict) = take_frames(&mut mixed, 5000);
-        assert_eq!(got, vec![FramedMessage::Data { sequence: 4, message: vec![7] }]);
-        assert_eq!(verdict, Err("unknown frame type 71".to_owned()));
-    }
+/// [`crate::link::peer_identity`] at the current wall time (SIP over TLS).
+pub(crate) fn peer_identity(
+    ssl: &openssl::ssl::SslRef,
+    sec: &LinkSecurity,
+    expected: Option<NodeId>,
+) -> Result<PeerIdentity, LinkError> {
+    crate::link::peer_identity(ssl, sec, expected, unix_now())
 }

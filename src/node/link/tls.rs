@@ -1,43 +1,32 @@
-//! TLS-TCP-FH-NO-ICE links (RFC 6940 §6.6, §6.6.2): TLS 1.2 or 1.3 over
-//! TCP, each RELOAD message in a framed DATA message.
-//!
-//! TCP is reliable, so nothing is retransmitted (§6.6.2). The receiver
-//! still answers every DATA frame with an ACK: the framing header exists
-//! so that a sender can time its messages and notice a dead link, and
-//! deployed peers that wait for ACKs on TLS links too would otherwise
-//! resend and finally drop the link. ACKs we receive are accepted and
-//! ignored.
+//! TLS-TCP-FH links in the runtime: one task per TCP connection reads and
+//! writes the socket around a sans-IO [`TlsLink`].
 
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use openssl::ssl::{SslContext, SslMode};
+use openssl::ssl::SslContext;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
-use tokio_openssl::SslStream;
 use tracing::Instrument;
 
 use super::{
-    HANDSHAKE_TIMEOUT, Link, LinkChannels, LinkError, LinkEvent, LinkKind, LinkSecurity, MAX_PENDING_HANDSHAKES, Role,
-    base_context, handshake_error, link_channels, new_ssl, peer_identity, peer_label, take_frames,
+    Command, Counters, EVENT_QUEUE, HANDSHAKE_TIMEOUT, Link, LinkError, LinkEvent, LinkId, LinkKind, LinkSecurity,
+    MAX_PENDING_HANDSHAKES, SEND_QUEUE, new_link, next_link_id, unix_now,
 };
-use crate::wire::framing::{AckTracker, FramedMessage};
-use crate::wire::{Codec, NodeId};
+use crate::link::tls::{WRITE_HIGH_WATER, tls_context};
+use crate::link::{Event, PeerIdentity, TlsLink};
+use crate::wire::NodeId;
 
-/// Bytes of encoded frames buffered for writing before the link stops
-/// taking messages from its queue.
-const WRITE_HIGH_WATER: usize = 256 * 1024;
-/// Largest single TLS write (one record).
-const WRITE_CHUNK: usize = 16 * 1024;
 /// How long a closing link waits for its close_notify to go out.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// Bytes read from the socket at once.
+const READ_CHUNK: usize = 16 * 1024;
 
 /// A TCP listener whose accept loop runs in its own task, so a slow or
 /// hostile peer never holds up the next one.
@@ -45,7 +34,7 @@ pub(crate) struct TlsListener {
     local: SocketAddr,
     sec: Arc<LinkSecurity>,
     links: mpsc::Receiver<Link>,
-    rejected: Arc<AtomicU64>,
+    counters: Arc<Counters>,
     task: JoinHandle<()>,
 }
 
@@ -57,14 +46,14 @@ impl Drop for TlsListener {
 
 impl TlsListener {
     pub(crate) async fn bind(addr: SocketAddr, sec: Arc<LinkSecurity>) -> io::Result<Self> {
-        let ctx = context(&sec).map_err(io::Error::other)?;
+        let ctx = tls_context(&sec).map_err(io::Error::other)?;
         let listener = TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
         let (tx, links) = mpsc::channel(16);
-        let rejected = Arc::new(AtomicU64::new(0));
-        let acceptor = Acceptor { ctx, sec: sec.clone(), tx, rejected: rejected.clone() };
+        let counters = Arc::new(Counters::default());
+        let acceptor = Acceptor { ctx, sec: sec.clone(), tx, counters: counters.clone() };
         let task = tokio::spawn(acceptor.run(listener).instrument(tracing::info_span!("tls_listener", %local)));
-        Ok(TlsListener { local, sec, links, rejected, task })
+        Ok(TlsListener { local, sec, links, counters, task })
     }
 
     pub(crate) fn local_addr(&self) -> SocketAddr {
@@ -75,8 +64,8 @@ impl TlsListener {
         self.sec.clone()
     }
 
-    pub(crate) fn rejected(&self) -> u64 {
-        self.rejected.load(Ordering::Relaxed)
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.counters
     }
 
     pub(crate) async fn accept(&mut self) -> Link {
@@ -92,7 +81,7 @@ struct Acceptor {
     ctx: SslContext,
     sec: Arc<LinkSecurity>,
     tx: mpsc::Sender<Link>,
-    rejected: Arc<AtomicU64>,
+    counters: Arc<Counters>,
 }
 
 impl Acceptor {
@@ -110,18 +99,17 @@ impl Acceptor {
                 }
             };
             let Ok(permit) = slots.clone().try_acquire_owned() else {
-                this.rejected.fetch_add(1, Ordering::Relaxed);
+                Counters::bump(&this.counters.rejected);
                 tracing::warn!(peer = %from, "refused TLS peer: too many handshakes in progress");
                 continue;
             };
             let this = this.clone();
             tokio::spawn(async move {
-                let outcome = tokio::time::timeout(
-                    HANDSHAKE_TIMEOUT,
-                    handshake(&this.ctx, &this.sec, tcp, from, Role::Server, None),
-                )
-                .await
-                .unwrap_or(Err(LinkError::Timeout));
+                let machine = TlsLink::server(&this.ctx, &this.sec, Instant::now(), unix_now());
+                let outcome = match machine {
+                    Ok(m) => start(tcp, from, m).await,
+                    Err(e) => Err(e),
+                };
                 drop(permit);
                 match outcome {
                     Ok(link) => {
@@ -129,7 +117,7 @@ impl Acceptor {
                         let _ = this.tx.send(link).await;
                     }
                     Err(e) => {
-                        this.rejected.fetch_add(1, Ordering::Relaxed);
+                        Counters::bump(&this.counters.rejected);
                         tracing::warn!(peer = %from, reason = %e, "refused TLS peer");
                     }
                 }
@@ -144,151 +132,159 @@ pub(crate) async fn dial(
     sec: Arc<LinkSecurity>,
     expected: Option<NodeId>,
 ) -> Result<Link, LinkError> {
-    let ctx = context(&sec)?;
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
-        let tcp = TcpStream::connect(addr).await?;
-        handshake(&ctx, &sec, tcp, addr, Role::Client, expected).await
-    })
-    .await
-    .unwrap_or(Err(LinkError::Timeout))
+    let ctx = tls_context(&sec)?;
+    let tcp =
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr)).await.map_err(|_| LinkError::Timeout)??;
+    let machine = TlsLink::client(&ctx, &sec, Instant::now(), unix_now(), expected)?;
+    start(tcp, addr, machine).await
 }
 
-fn context(sec: &LinkSecurity) -> Result<SslContext, LinkError> {
-    let mut b = base_context(LinkKind::TlsTcpFhNoIce, sec)?;
-    // Lets the link loop hand OpenSSL a growing buffer between retries.
-    b.set_mode(SslMode::ENABLE_PARTIAL_WRITE | SslMode::ACCEPT_MOVING_WRITE_BUFFER);
-    Ok(b.build())
-}
-
-/// Runs the handshake and the identity check, then starts the link task.
-async fn handshake(
-    ctx: &SslContext,
-    sec: &Arc<LinkSecurity>,
-    tcp: TcpStream,
-    remote: SocketAddr,
-    role: Role,
-    expected: Option<NodeId>,
-) -> Result<Link, LinkError> {
+/// Runs the handshake, then hands the connection to its link task.
+async fn start(tcp: TcpStream, remote: SocketAddr, mut machine: TlsLink) -> Result<Link, LinkError> {
     tcp.set_nodelay(true)?;
-    let (ssl, slot) = new_ssl(ctx, sec)?;
-    let mut stream = SslStream::new(ssl, tcp)?;
-    let done = match role {
-        Role::Client => Pin::new(&mut stream).connect().await,
-        Role::Server => Pin::new(&mut stream).accept().await,
-    };
-    done.map_err(|e| handshake_error(e, &slot))?;
-    let peer = match peer_identity(stream.ssl(), sec, expected) {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = tokio::time::timeout(SHUTDOWN_GRACE, stream.shutdown()).await;
-            return Err(e);
-        }
-    };
-    let span = tracing::info_span!("link", kind = "tls", %remote, peer = %peer_label(&peer));
-    let (link, chans) = link_channels(peer, remote, LinkKind::TlsTcpFhNoIce);
-    tracing::debug!(parent: &span, version = stream.ssl().version_str(), "TLS link up");
-    tokio::spawn(run(stream, sec.max_message_size, chans).instrument(span));
+    let (mut rd, mut wr) = tcp.into_split();
+    let peer = handshake(&mut rd, &mut wr, &mut machine).await?;
+    let id = next_link_id();
+    let (commands_tx, commands) = mpsc::channel(SEND_QUEUE);
+    let (closes_tx, closes) = mpsc::unbounded_channel();
+    let (link, events) = new_link(id, peer, remote, LinkKind::TlsTcpFhNoIce, commands_tx, closes_tx);
+    let span = tracing::info_span!("link", kind = "tls", %remote, peer = %link.peer.label());
+    tracing::debug!(parent: &span, version = machine.version(), "TLS link up");
+    let conn = Conn { rd, wr, machine, commands, closes, events, pending: VecDeque::new(), wbuf: Vec::new() };
+    tokio::spawn(conn.run().instrument(span));
     Ok(link)
 }
 
-/// Serves one established link until it closes, then reports why.
-async fn run(stream: SslStream<TcpStream>, max_message: usize, chans: LinkChannels) {
-    let LinkChannels { mut out_rx, ev_tx } = chans;
-    let (mut rd, mut wr) = tokio::io::split(stream);
-    let mut inbuf = Vec::new();
-    let mut chunk = vec![0u8; 16 * 1024];
-    let mut wbuf: Vec<u8> = Vec::new();
-    let mut pending: VecDeque<Vec<u8>> = VecDeque::new();
-    let mut acks = AckTracker::default();
-    let mut next_seq = 0u32;
-    let mut closing = false;
-    // Every branch is cancel-safe: `read`/`write` move bytes or not at all,
-    // `recv` and `reserve` lose nothing when another branch wins.
-    let reason = loop {
-        if closing && wbuf.is_empty() {
-            break "closed locally".to_owned();
+async fn handshake(
+    rd: &mut OwnedReadHalf,
+    wr: &mut OwnedWriteHalf,
+    m: &mut TlsLink,
+) -> Result<PeerIdentity, LinkError> {
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        while let Some(bytes) = m.poll_transmit() {
+            wr.write_all(&bytes).await?;
         }
-        let write_len = wbuf.len().min(WRITE_CHUNK);
-        tokio::select! {
-            // Reading stops while the owner lags or the peer does not take
-            // our ACKs: both buffers stay bounded, TCP pushes back.
-            r = rd.read(&mut chunk), if pending.len() < super::EVENT_QUEUE && wbuf.len() < 2 * WRITE_HIGH_WATER => match r {
-                Ok(0) => break "peer closed the connection".to_owned(),
-                Ok(n) => {
-                    inbuf.extend_from_slice(chunk.get(..n).unwrap_or_default());
-                    let (frames, verdict) = take_frames(&mut inbuf, max_message);
-                    on_frames(frames, &mut acks, &mut wbuf, &mut pending);
-                    if let Err(reason) = verdict {
-                        tracing::warn!(%reason, "closing TLS link");
-                        break reason;
+        if let Some(ev) = m.poll_event() {
+            match ev {
+                Event::Connected(peer) => return Ok(peer),
+                Event::Failed(e) => {
+                    // The alert, if any, goes out before we hang up.
+                    while let Some(bytes) = m.poll_transmit() {
+                        let _ = tokio::time::timeout(SHUTDOWN_GRACE, wr.write_all(&bytes)).await;
                     }
+                    return Err(e);
                 }
-                Err(e) => break format!("read failed: {e}"),
-            },
-            w = wr.write(wbuf.get(..write_len).unwrap_or_default()), if write_len > 0 => match w {
-                Ok(0) => break "connection closed while writing".to_owned(),
-                Ok(n) => { wbuf.drain(..n.min(wbuf.len())); }
-                Err(e) => break format!("write failed: {e}"),
-            },
-            m = out_rx.recv(), if !closing && wbuf.len() < WRITE_HIGH_WATER => match m {
-                Some(message) => frame_message(message, max_message, &mut next_seq, &mut wbuf),
-                None => closing = true,
-            },
-            p = ev_tx.reserve(), if !pending.is_empty() => match p {
-                Ok(permit) => {
-                    if let Some(m) = pending.pop_front() {
-                        permit.send(LinkEvent::Message(m));
-                    }
-                }
-                // Nobody listens any more: treat as a local close.
-                Err(_) => { pending.clear(); closing = true; }
-            },
-        }
-    };
-    tracing::debug!(%reason, "TLS link closed");
-    // Best effort: what is still buffered (ACKs), then close_notify.
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        wr.write_all(&wbuf).await?;
-        wr.shutdown().await
-    })
-    .await;
-    for m in pending {
-        if ev_tx.send(LinkEvent::Message(m)).await.is_err() {
-            return;
-        }
-    }
-    let _ = ev_tx.send(LinkEvent::Closed(reason)).await;
-}
-
-fn on_frames(frames: Vec<FramedMessage>, acks: &mut AckTracker, wbuf: &mut Vec<u8>, pending: &mut VecDeque<Vec<u8>>) {
-    for f in frames {
-        match f {
-            FramedMessage::Data { sequence, message } => {
-                // §6.6.2: answer every DATA frame with an ACK.
-                if let Ok(ack) = acks.on_data(sequence).to_bytes() {
-                    wbuf.extend_from_slice(&ack);
-                }
-                pending.push_back(message);
+                Event::Message(_) | Event::Closed(_) => continue,
             }
-            // No retransmission on TCP, so ACKs only tell us the peer lives.
-            FramedMessage::Ack { ack_sequence, .. } => tracing::trace!(ack_sequence, "ACK"),
+        }
+        let deadline = m.poll_timeout().map_or_else(tokio::time::Instant::now, tokio::time::Instant::from_std);
+        match tokio::time::timeout_at(deadline, rd.read(&mut buf)).await {
+            Err(_) => m.handle_timeout(Instant::now()),
+            Ok(Ok(0)) => m.handle_eof(Instant::now()),
+            Ok(Ok(n)) => m.handle_bytes(Instant::now(), buf.get(..n).unwrap_or_default()),
+            Ok(Err(e)) => return Err(e.into()),
         }
     }
 }
 
-fn frame_message(message: Vec<u8>, max_message: usize, next_seq: &mut u32, wbuf: &mut Vec<u8>) {
-    if message.len() > max_message {
-        // The peer would close the link on it (§6.6.2 framing, max-message-size).
-        tracing::warn!(len = message.len(), max_message, "dropped outgoing message larger than max-message-size");
-        return;
-    }
-    let frame = FramedMessage::Data { sequence: *next_seq, message };
-    match frame.to_bytes() {
-        Ok(b) => {
-            wbuf.extend_from_slice(&b);
-            // §6.6.2: one sequence space per connection, +1 per frame.
-            *next_seq = next_seq.wrapping_add(1);
+/// One established connection and its machine.
+struct Conn {
+    rd: OwnedReadHalf,
+    wr: OwnedWriteHalf,
+    machine: TlsLink,
+    commands: mpsc::Receiver<Command>,
+    closes: mpsc::UnboundedReceiver<LinkId>,
+    events: mpsc::Sender<LinkEvent>,
+    /// Events taken from the machine, waiting for room in `events`.
+    pending: VecDeque<LinkEvent>,
+    wbuf: Vec<u8>,
+}
+
+impl Conn {
+    /// Serves the link until the machine is done, then reports why.
+    async fn run(mut self) {
+        let mut chunk = vec![0u8; READ_CHUNK];
+        let mut closing = false;
+        // Every branch is cancel-safe: `read`/`write` move bytes or not at
+        // all, `recv` and `reserve` lose nothing when another branch wins.
+        while !self.machine.is_done() {
+            self.collect();
+            let reading = self.machine.wants_input() && self.pending.len() < EVENT_QUEUE;
+            tokio::select! {
+                r = self.rd.read(&mut chunk), if reading => match r {
+                    Ok(0) => self.machine.handle_eof(Instant::now()),
+                    Ok(n) => self.machine.handle_bytes(Instant::now(), chunk.get(..n).unwrap_or_default()),
+                    Err(e) => self.machine.abort(&format!("read failed: {e}")),
+                },
+                w = self.wr.write(&self.wbuf), if !self.wbuf.is_empty() => match w {
+                    Ok(0) => self.machine.abort("connection closed while writing"),
+                    Ok(n) => { self.wbuf.drain(..n.min(self.wbuf.len())); }
+                    Err(e) => self.machine.abort(&format!("write failed: {e}")),
+                },
+                c = self.commands.recv(), if !closing && self.wbuf.len() < WRITE_HIGH_WATER => match c {
+                    Some(Command::Send(_, message)) => {
+                        if let Err(e) = self.machine.send(Instant::now(), message) {
+                            tracing::debug!(error = %e, "message dropped");
+                        }
+                    }
+                    Some(_) => {}
+                    None => closing = true,
+                },
+                Some(_) = self.closes.recv(), if !closing => {
+                    // Messages queued before the last sender went come first.
+                    while let Ok(Command::Send(_, message)) = self.commands.try_recv() {
+                        if let Err(e) = self.machine.send(Instant::now(), message) {
+                            tracing::debug!(error = %e, "message dropped");
+                        }
+                    }
+                    closing = true;
+                }
+                p = self.events.reserve(), if !self.pending.is_empty() => match p {
+                    Ok(permit) => {
+                        if let Some(ev) = self.pending.pop_front() {
+                            permit.send(ev);
+                        }
+                    }
+                    // Nobody listens any more: treat as a local close.
+                    Err(_) => { self.pending.clear(); closing = true; }
+                },
+            }
+            if closing {
+                self.collect();
+                if self.wbuf.is_empty() {
+                    self.machine.close(Instant::now());
+                }
+            }
         }
-        Err(e) => tracing::warn!(error = %e, "dropped unframeable message"),
+        self.collect();
+        // Best effort: what is still buffered (ACKs), then close_notify.
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            self.wr.write_all(&self.wbuf).await?;
+            self.wr.shutdown().await
+        })
+        .await;
+        for ev in self.pending {
+            if self.events.send(ev).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Moves the machine's output into the write buffer and event queue.
+    fn collect(&mut self) {
+        while let Some(bytes) = self.machine.poll_transmit() {
+            self.wbuf.extend_from_slice(&bytes);
+        }
+        while let Some(ev) = self.machine.poll_event() {
+            match ev {
+                Event::Message(m) => self.pending.push_back(LinkEvent::Message(m)),
+                Event::Closed(reason) => {
+                    tracing::debug!(%reason, "TLS link closed");
+                    self.pending.push_back(LinkEvent::Closed(reason));
+                }
+                Event::Connected(_) | Event::Failed(_) => {}
+            }
+        }
     }
 }

@@ -249,6 +249,14 @@ impl SipEdge {
         self.registrar.bindings(aor)
     }
 
+    /// Stores every registration this edge serves again (RFC 7904 §3), for
+    /// its remaining lifetime: the owner calls this when a mass failure may
+    /// have taken every copy of some records (RFC 6940 §10.7 repairs only
+    /// what a surviving replica still holds). Returns how many were sent.
+    pub fn restore_registrations(&mut self, now: Instant) -> usize {
+        self.registrar.restore(&mut self.core, now)
+    }
+
     /// The counters.
     pub fn counters(&self) -> EdgeCounters {
         self.core.counters

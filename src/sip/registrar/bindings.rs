@@ -56,6 +56,11 @@ pub(super) struct Bindings {
 }
 
 impl Bindings {
+    /// Every AOR with a binding, and its latest expiry.
+    pub fn registered(&self) -> impl Iterator<Item = (&str, Instant)> + '_ {
+        self.bindings.iter().filter_map(|(aor, b)| Some((aor.as_str(), b.iter().map(|b| b.expires_at).max()?)))
+    }
+
     /// The current bindings of `aor` (normalised).
     pub fn bindings(&self, aor: &str) -> &[Binding] {
         self.bindings.get(aor).map_or(&[], Vec::as_slice)

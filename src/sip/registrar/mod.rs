@@ -65,6 +65,8 @@ enum Pending {
     Register { server: ServerTxId, request: Box<SipMessage>, plan: Plan },
     /// The last binding expired or its flow closed.
     Unregister { aor: String },
+    /// A registration stored again after a failure elsewhere.
+    Restore { aor: String },
 }
 
 /// Digest accounts, nonces, bindings and pending overlay stores.
@@ -215,8 +217,34 @@ impl Registrar {
                 }
                 _ => debug!(%aor, "registration removed from the overlay"),
             },
+            Some(Pending::Restore { aor }) => match result {
+                OverlayResult::Failed(e) => warn!(%aor, error = %e, "registration not restored"),
+                _ => debug!(%aor, "registration restored in the overlay"),
+            },
             None => {}
         }
+    }
+
+    /// Stores every registration served here again (RFC 7904 §3), for its
+    /// remaining lifetime: the owner calls this when a mass failure may have
+    /// taken every copy of some records (RFC 6940 §10.7 repairs only what a
+    /// surviving replica still holds). Returns how many were sent.
+    pub fn restore(&mut self, core: &mut EdgeCore, now: Instant) -> usize {
+        let due: Vec<(String, u32)> = self
+            .table
+            .registered()
+            .filter(|(_, at)| *at > now)
+            .map(|(aor, at)| {
+                (aor.to_owned(), u32::try_from(at.duration_since(now).as_secs()).unwrap_or(u32::MAX).max(1))
+            })
+            .collect();
+        for (aor, expires_s) in &due {
+            let op = core.fresh_op();
+            core.out.push_back(EdgeOutput::StoreRegistration { op, aor: aor.clone(), expires_s: *expires_s });
+            self.pending.insert(op, Pending::Restore { aor: aor.clone() });
+            self.deadlines.insert((now + core.cfg.overlay_timeout, op));
+        }
+        due.len()
     }
 
     /// Proxy-Authorization (§22.3) for a request from a local phone; on

@@ -109,7 +109,7 @@ impl TransactionLayer {
             scheduled: None,
         };
         self.client_keys.insert(key, id);
-        self.clients.insert(id, tx);
+        self.clients.insert(id, Box::new(tx));
         if state != ClientState::Held {
             self.launch(now, id);
         }

@@ -206,8 +206,10 @@ pub enum TxError {
 pub struct TransactionLayer {
     config: TransactionConfig,
     next_id: u64,
-    clients: BTreeMap<ClientTxId, ClientTx>,
-    servers: BTreeMap<ServerTxId, ServerTx>,
+    // Boxed: a B-tree leaf holds 11 values, and a user agent has only a
+    // few transactions, so inline values would cost ~10 KB each.
+    clients: BTreeMap<ClientTxId, Box<ClientTx>>,
+    servers: BTreeMap<ServerTxId, Box<ServerTx>>,
     client_keys: BTreeMap<(String, Method), ClientTxId>,
     server_keys: BTreeMap<ServerKey, ServerTxId>,
     /// (deadline, transaction): each live transaction's earliest timer.

@@ -149,7 +149,7 @@ impl TransactionLayer {
             scheduled: None,
         };
         self.server_keys.insert(key, id);
-        self.servers.insert(id, tx);
+        self.servers.insert(id, Box::new(tx));
         self.reschedule(TxId::Server(id));
         tracing::trace!(tx = ?id, %method, "new server transaction");
         match method {
