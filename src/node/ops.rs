@@ -211,7 +211,7 @@ impl Node {
             s.count(Metric::SipResponses, e.responses);
             s.count(Metric::SipMalformedRejected, e.malformed_rejected);
             s.count(Metric::SipMalformedDropped, e.malformed_dropped);
-            s.count(Metric::SipTlsHandshakeFailures, super::sip_io::tls_handshake_failures());
+            s.count(Metric::SipTlsHandshakeFailures, self.sip.as_ref().map_or(0, |s| s.tls_handshake_failures()));
         }
         for (k, n) in self.peer.overlay().records_by_kind() {
             s.set_labelled(Metric::Records, vec![("kind", kind_name(k))], n as f64);

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use tokio::net::UdpSocket;
@@ -31,6 +32,16 @@ pub(in crate::node) struct SipSockets {
     nodes: HashMap<NodeId, (u64, mpsc::Sender<Vec<u8>>)>,
     inputs_tx: mpsc::Sender<SipInput>,
     pub listening: Vec<String>,
+    /// Phones' TLS connections refused (counted by the TLS listener).
+    tls_failures: Arc<AtomicU64>,
+}
+
+impl SipSockets {
+    /// Phones' TLS connections refused so far: failed or timed-out
+    /// handshakes, or too many at once.
+    pub fn tls_handshake_failures(&self) -> u64 {
+        self.tls_failures.load(Ordering::Relaxed)
+    }
 }
 
 /// The address others should use for a socket bound to `addr`: itself, or
@@ -88,10 +99,11 @@ pub(super) async fn start_sip(
         None => None,
     };
     // Phones' SIP over TLS: flows like TCP ones, into the same edge.
+    let tls_failures = Arc::new(AtomicU64::new(0));
     let tls_local = match cfg.tls {
         Some(a) => {
             let acceptor = sip_io::tls_context::acceptor(&cfg, &paths.data_dir, sec)?;
-            let l = sip_io::tls(a, acceptor, inputs_tx.clone())
+            let l = sip_io::tls(a, acceptor, inputs_tx.clone(), Arc::clone(&tls_failures))
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen for SIP on tls {a}: {e}"))?;
             listening.push(format!("tls:{l}"));
@@ -123,7 +135,7 @@ pub(super) async fn start_sip(
     edge.retire_nonces_before(wall_ms());
     edge.set_users(db.sip_users()?);
     info!(listening = ?listening, %domain, "SIP edge up");
-    let sockets = SipSockets { udp, flows: HashMap::new(), nodes: HashMap::new(), inputs_tx, listening };
+    let sockets = SipSockets { udp, flows: HashMap::new(), nodes: HashMap::new(), inputs_tx, listening, tls_failures };
     Ok(Some((sockets, edge, app)))
 }
 

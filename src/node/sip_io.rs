@@ -131,11 +131,15 @@ pub async fn tcp(addr: SocketAddr, inputs: mpsc::Sender<SipInput>) -> std::io::R
 /// none; after the handshake a connection is a flow exactly like a TCP one,
 /// with [`Transport::Tls`] so Via and Record-Route say TLS. A handshake
 /// that fails or takes longer than 10 s closes the connection, is logged at
-/// debug and counted in [`tls_handshake_failures`].
+/// debug and counted in `failures` (phones' TLS connections refused: failed
+/// or timed-out handshakes, or too many at once). The counter belongs to the
+/// node's SIP sockets, not to the process, so several nodes in one process
+/// count apart.
 pub async fn tls(
     addr: SocketAddr,
     acceptor: SslAcceptor,
     inputs: mpsc::Sender<SipInput>,
+    failures: Arc<AtomicU64>,
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
@@ -146,12 +150,12 @@ pub async fn tls(
             // Bounded: a flood of idle connections cannot hold more than
             // this many handshakes (and their 10 s timers) at once.
             let Ok(permit) = Arc::clone(&handshakes).try_acquire_owned() else {
-                TLS_HANDSHAKE_FAILURES.fetch_add(1, Ordering::Relaxed);
+                failures.fetch_add(1, Ordering::Relaxed);
                 debug!(%from, "SIP TLS connection refused: too many handshakes in progress");
                 continue;
             };
             let _ = tcp.set_nodelay(true);
-            let (acceptor, inputs) = (acceptor.clone(), inputs.clone());
+            let (acceptor, inputs, failures) = (acceptor.clone(), inputs.clone(), Arc::clone(&failures));
             tokio::spawn(async move {
                 let outcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, phone_handshake(&acceptor, tcp)).await;
                 drop(permit);
@@ -160,21 +164,13 @@ pub async fn tls(
                     Ok(Err(e)) => e,
                     Err(_) => "handshake timeout".to_owned(),
                 };
-                TLS_HANDSHAKE_FAILURES.fetch_add(1, Ordering::Relaxed);
+                failures.fetch_add(1, Ordering::Relaxed);
                 debug!(%from, reason = %why, "phone's SIP TLS handshake failed");
             });
         }
     });
     Ok(local)
 }
-
-/// Phones' TLS connections refused so far (failed or timed-out
-/// handshakes, or too many at once), by every [`tls`] listener of the process.
-pub fn tls_handshake_failures() -> u64 {
-    TLS_HANDSHAKE_FAILURES.load(Ordering::Relaxed)
-}
-
-static TLS_HANDSHAKE_FAILURES: AtomicU64 = AtomicU64::new(0);
 
 /// One accepted connection; `None` (after a pause, so a persistent error
 /// such as EMFILE does not spin) when accepting failed.
@@ -365,7 +361,7 @@ mod tests {
     const OK: &[u8] = b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n";
 
     /// A listener with a fresh self-signed certificate for "sip.test".
-    async fn listener() -> (SocketAddr, X509, mpsc::Receiver<SipInput>) {
+    async fn listener() -> (SocketAddr, X509, mpsc::Receiver<SipInput>, Arc<AtomicU64>) {
         let k = rcgen::KeyPair::generate().unwrap();
         let c = rcgen::CertificateParams::new(vec!["sip.test".to_owned()]).unwrap().self_signed(&k).unwrap();
         let cert = X509::from_der(c.der()).unwrap();
@@ -374,8 +370,9 @@ mod tests {
         b.set_certificate(&cert).unwrap();
         b.set_private_key(&key).unwrap();
         let (tx, rx) = mpsc::channel(16);
-        let local = tls("127.0.0.1:0".parse().unwrap(), b.build(), tx).await.unwrap();
-        (local, cert, rx)
+        let failures = Arc::new(AtomicU64::new(0));
+        let local = tls("127.0.0.1:0".parse().unwrap(), b.build(), tx, Arc::clone(&failures)).await.unwrap();
+        (local, cert, rx, failures)
     }
 
     async fn phone(addr: SocketAddr, trusted: &X509) -> Result<SslStream<TcpStream>, openssl::ssl::Error> {
@@ -394,9 +391,9 @@ mod tests {
         buf
     }
 
-    async fn failures_above(before: u64) -> bool {
+    async fn failures_above(failures: &AtomicU64, before: u64) -> bool {
         tokio::time::timeout(Duration::from_secs(2), async {
-            while tls_handshake_failures() <= before {
+            while failures.load(Ordering::Relaxed) <= before {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         })
@@ -406,7 +403,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_tls_flow_carries_messages_both_ways_and_answers_keepalives() {
-        let (addr, cert, mut rx) = listener().await;
+        let (addr, cert, mut rx, _) = listener().await;
         let mut s = phone(addr, &cert).await.unwrap();
         s.write_all(OPTIONS).await.unwrap();
         let Some(SipInput::FlowOpened { flow, tx }) = rx.recv().await else { panic!("no FlowOpened") };
@@ -426,17 +423,17 @@ mod tests {
 
     #[tokio::test]
     async fn failed_handshakes_are_counted_and_the_listener_keeps_serving() {
-        let (addr, cert, mut rx) = listener().await;
+        let (addr, cert, mut rx, failures) = listener().await;
         // Plain SIP on the TLS port: no SIP answer, the connection closes.
-        let before = tls_handshake_failures();
+        let before = failures.load(Ordering::Relaxed);
         let mut plain = TcpStream::connect(addr).await.unwrap();
         plain.write_all(OPTIONS).await.unwrap();
         let mut got = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(2), plain.read_to_end(&mut got)).await.unwrap();
         assert!(!got.windows(7).any(|w| w == b"SIP/2.0"), "{got:?}");
-        assert!(failures_above(before).await);
+        assert!(failures_above(&failures, before).await);
         // A phone that does not trust the certificate gives up.
-        let before = tls_handshake_failures();
+        let before = failures.load(Ordering::Relaxed);
         let stranger = X509::from_der(
             rcgen::CertificateParams::new(vec!["x".to_owned()])
                 .unwrap()
@@ -446,7 +443,7 @@ mod tests {
         )
         .unwrap();
         assert!(phone(addr, &stranger).await.is_err());
-        assert!(failures_above(before).await);
+        assert!(failures_above(&failures, before).await);
         assert!(rx.try_recv().is_err(), "a refused connection reached the loop");
         // A phone that does trust it is served.
         let mut s = phone(addr, &cert).await.unwrap();

@@ -617,8 +617,8 @@ User-Agent: Linphone-Desktop/5.2.4 (ubuntu) LinphoneSDK/5.3.14
     // Once the transactions' timers ran out, no proxy state is left.
     net.advance(Duration::from_secs(40));
     for e in &net.edges {
-        assert!(e.proxies.is_empty() && e.by_client.is_empty() && e.by_server.is_empty());
-        assert!(e.tl.is_empty(), "{:?}", e.tl);
+        assert!(e.proxy.proxies.is_empty() && e.proxy.by_client.is_empty() && e.proxy.by_server.is_empty());
+        assert!(e.core.tl.is_empty(), "{:?}", e.core.tl);
     }
     // INVITE and ACK went A → B → Bob, the BYE B → A → Alice.
     let (a, b) = (net.edges[0].counters(), net.edges[1].counters());

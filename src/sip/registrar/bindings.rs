@@ -1,24 +1,14 @@
-//! The registrar half of the SIP edge: digest accounts and the binding table
-//! of one node (RFC 3261 §10.3; RFC 5626 §6 and RFC 5627 §4.1 keying
-//! bindings by `+sip.instance`/`reg-id`; RFC 7616 digest through
-//! [`super::digest`]).
-//!
-//! Sans-IO: [`Registrar::plan`] turns a REGISTER into a [`Plan`] without
-//! changing anything; the edge's REGISTER handling (the `impl SipEdge` block
-//! here) has the overlay record stored (RFC 7904 §3) and only then calls
-//! [`Registrar::commit`] and answers 200 — a binding exists locally only once
-//! the overlay can find it.
+//! The binding table of one registrar (RFC 3261 §10.3 steps 6–8; RFC 5626 §6
+//! and RFC 5627 §4.1 keying bindings by `+sip.instance`/`reg-id`): a
+//! REGISTER becomes a [`Plan`] without changing anything, and the plan is
+//! committed only once the overlay stored the record (RFC 7904 §3).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use super::digest::{self, AuthResult, DigestAlgorithm, FailReason, NonceKeeper};
-use super::message::{Contacts, Host, NameAddr, SipMessage, SipUri, StatusCode, Uri};
-use tracing::{debug, warn};
-
-use super::account::SipUser;
-use super::edge::{Deadline, EdgeOutput, OverlayResult, PendingOp, SipEdge};
-use super::transaction::{ServerTxId, TransportAddr};
+use super::Reject;
+use crate::sip::message::{Contacts, Host, NameAddr, SipMessage, SipUri, Uri};
+use crate::sip::transaction::TransportAddr;
 
 /// One contact bound to an address of record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,43 +44,9 @@ pub(super) struct Plan {
     pub ops: Vec<BindingOp>,
 }
 
-/// A refusal: status, reason phrase and extra header lines.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Reject {
-    pub status: StatusCode,
-    pub reason: Option<String>,
-    pub headers: Vec<(&'static str, String)>,
-}
-
-impl Reject {
-    pub fn new(code: u16, reason: Option<String>) -> Reject {
-        Reject { status: status(code), reason, headers: Vec::new() }
-    }
-}
-
-/// A status code from a constant in 100..=699.
-pub(super) fn status(code: u16) -> StatusCode {
-    StatusCode::new(code).unwrap_or(StatusCode::SERVER_ERROR)
-}
-
-/// What a digest check concluded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Auth {
-    /// Authenticated as this (normalised) AOR.
-    Ok(String),
-    /// Challenge (401/407); `stale=true` when the nonce merely expired.
-    Challenge { stale: bool },
-    /// Wrong password or unknown user: 403, the same answer for both.
-    Forbidden,
-    /// Unparseable credentials: 400.
-    Malformed(String),
-}
-
-/// Digest accounts and bindings.
+/// Normalised AOR → bindings, indexed by contact and by expiry.
 #[derive(Debug, Default)]
-pub(super) struct Registrar {
-    /// Normalised AOR → account.
-    users: BTreeMap<String, SipUser>,
+pub(super) struct Bindings {
     /// Normalised AOR → bindings.
     bindings: BTreeMap<String, Vec<Binding>>,
     /// Contact key → (AOR, binding key): in-dialog requests find the phone.
@@ -99,26 +55,7 @@ pub(super) struct Registrar {
     expiry: BTreeSet<(Instant, String)>,
 }
 
-impl Registrar {
-    pub fn set_users(&mut self, users: Vec<SipUser>) {
-        self.users = users.into_iter().filter_map(|u| Some((normalize_aor(&u.aor)?, u))).collect();
-    }
-
-    /// Adds or replaces one account; false if its AOR is not `user@host`.
-    pub fn add_user(&mut self, user: SipUser) -> bool {
-        match normalize_aor(&user.aor) {
-            Some(aor) => {
-                self.users.insert(aor, user);
-                true
-            }
-            None => false,
-        }
-    }
-
-    pub fn remove_user(&mut self, aor: &str) -> bool {
-        normalize_aor(aor).is_some_and(|aor| self.users.remove(&aor).is_some())
-    }
-
+impl Bindings {
     /// Every AOR with a binding, and its latest expiry.
     pub fn registered(&self) -> impl Iterator<Item = (&str, Instant)> + '_ {
         self.bindings.iter().filter_map(|(aor, b)| Some((aor.as_str(), b.iter().map(|b| b.expires_at).max()?)))
@@ -127,49 +64,6 @@ impl Registrar {
     /// The current bindings of `aor` (normalised).
     pub fn bindings(&self, aor: &str) -> &[Binding] {
         self.bindings.get(aor).map_or(&[], Vec::as_slice)
-    }
-
-    /// Checks the `header` (Authorization or Proxy-Authorization) credentials
-    /// for our `realm`. A username without `@` is the user part of an AOR in
-    /// `host`, which is what phones send by default.
-    pub fn authorize(
-        &self,
-        nonces: &mut NonceKeeper,
-        req: &SipMessage,
-        header: &str,
-        realm: &str,
-        host: &str,
-        wall_ms: u64,
-    ) -> Auth {
-        let method = req.method().map_or("", |m| m.as_str());
-        let ours = req.headers(header).find(|v| digest::parse_credentials(v).is_ok_and(|c| c.realm == realm));
-        let Some(value) = ours else {
-            // Credentials that do not even parse are a client bug, not a
-            // missing login: say so instead of challenging forever.
-            if let Some(bad) = req.headers(header).find_map(|v| digest::parse_credentials(v).err()) {
-                return Auth::Malformed(bad.to_string());
-            }
-            return Auth::Challenge { stale: false };
-        };
-        let lookup = |user: &str, alg: DigestAlgorithm| {
-            let account = self.users.get(&account_aor(user, host)?).filter(|u| u.realm == realm)?;
-            Some(match alg {
-                DigestAlgorithm::Md5 => account.ha1_md5.clone(),
-                DigestAlgorithm::Sha256 => account.ha1_sha256.clone(),
-            })
-        };
-        match digest::authenticate(nonces, value, method, realm, wall_ms, lookup) {
-            AuthResult::Ok { username } => match account_aor(&username, host) {
-                Some(aor) => Auth::Ok(aor),
-                None => Auth::Forbidden,
-            },
-            AuthResult::Stale => Auth::Challenge { stale: true },
-            AuthResult::UnknownUser | AuthResult::Fail(FailReason::WrongResponse) => Auth::Forbidden,
-            AuthResult::Fail(FailReason::Malformed(e)) => Auth::Malformed(e.to_string()),
-            // Not our nonce (e.g. issued before a restart), replayed count,
-            // qop we never offered: a fresh challenge lets an honest phone in.
-            AuthResult::Fail(_) => Auth::Challenge { stale: false },
-        }
     }
 
     /// §10.3 steps 6–8 for an authorised REGISTER of `aor` arriving from
@@ -350,151 +244,6 @@ impl Registrar {
     }
 }
 
-/// The edge's REGISTER handling (§10.3) around [`Registrar`].
-impl SipEdge {
-    /// §10.3 for a REGISTER from a phone.
-    pub(super) fn register(
-        &mut self,
-        now: Instant,
-        wall_ms: u64,
-        id: ServerTxId,
-        req: &SipMessage,
-        from: TransportAddr,
-    ) {
-        let outcome = self.check_register(now, wall_ms, req, from);
-        let plan = match outcome {
-            Ok(plan) => plan,
-            Err(r) => {
-                if !matches!(r.status.as_u16(), 401) {
-                    self.counters.register_fail += 1;
-                }
-                return self.reject(now, id, req, r);
-            }
-        };
-        if plan.query {
-            // §10.2.3: a query changes nothing.
-            return self.register_ok(now, id, req, &plan.aor);
-        }
-        let (_, after, longest) = self.reg.preview(&plan, now);
-        let op = self.fresh_op();
-        let aor = plan.aor.clone();
-        if after > 0 {
-            // RFC 7904 §3: the record lives as long as the longest binding;
-            // every refresh stores it again with the new lifetime.
-            self.out.push_back(EdgeOutput::StoreRegistration { op, aor, expires_s: longest });
-        } else {
-            self.out.push_back(EdgeOutput::RemoveRegistration { op, aor });
-        }
-        self.ops.insert(op, PendingOp::Register { server: id, request: Box::new(req.clone()), plan });
-        self.deadlines.insert((now + self.cfg.overlay_timeout, Deadline::Op(op)));
-    }
-
-    fn check_register(
-        &mut self,
-        now: Instant,
-        wall_ms: u64,
-        req: &SipMessage,
-        from: TransportAddr,
-    ) -> Result<Plan, Reject> {
-        let Some(Uri::Sip(ruri)) = req.request_uri() else { return Err(Reject::new(416, None)) };
-        // §10.3 step 1.
-        if !self.is_our_host(&ruri.host, ruri.port) {
-            return Err(Reject::new(403, Some("Domain not served here".into())));
-        }
-        let Some(to) = req.to().uri.as_sip() else { return Err(Reject::new(416, None)) };
-        let Some(aor) = aor_of(to) else {
-            return Err(Reject::new(400, Some("To has no user part".into())));
-        };
-        // §10.3 step 5, checked before authentication: an AOR in a foreign
-        // domain is never ours, whoever asks.
-        if !self.is_our_domain(&to.host) {
-            return Err(Reject::new(404, Some("Not a domain of this registrar".into())));
-        }
-        let host = aor.rsplit_once('@').map_or(String::new(), |(_, h)| h.to_owned());
-        let realm = self.cfg.realm.clone();
-        // §10.3 steps 3–4.
-        match self.reg.authorize(&mut self.nonces, req, "Authorization", &realm, &host, wall_ms) {
-            Auth::Ok(user) if user == aor => {}
-            Auth::Ok(_) => return Err(Reject::new(403, Some("Not allowed to register this AOR".into()))),
-            Auth::Challenge { stale } => return Err(self.challenge(401, stale, wall_ms)),
-            Auth::Forbidden => return Err(Reject::new(403, None)),
-            Auth::Malformed(e) => return Err(Reject::new(400, Some(format!("Malformed Authorization: {e}")))),
-        }
-        self.reg.plan(req, &aor, from, now, self.cfg.min_expires, self.cfg.max_expires)
-    }
-
-    pub(super) fn register_done(
-        &mut self,
-        now: Instant,
-        server: ServerTxId,
-        req: &SipMessage,
-        plan: &Plan,
-        result: OverlayResult,
-    ) {
-        match result {
-            OverlayResult::Stored => {
-                self.reg.commit(plan);
-                debug!(aor = %plan.aor, bindings = self.reg.bindings(&plan.aor).len(), "registered");
-                self.register_ok(now, server, req, &plan.aor);
-            }
-            OverlayResult::Failed(e) => {
-                self.counters.register_fail += 1;
-                let reason = format!("overlay store failed: {e}");
-                warn!(aor = %plan.aor, %reason, "REGISTER refused");
-                self.reply(now, server, req, StatusCode::SERVER_ERROR, Some(&reason), &[]);
-            }
-            OverlayResult::Located(_) => {
-                self.counters.register_fail += 1;
-                let why = Some("overlay store failed: unexpected fetch result");
-                self.reply(now, server, req, StatusCode::SERVER_ERROR, why, &[]);
-            }
-        }
-    }
-
-    /// 200 with every current binding and its remaining expiry (§10.3 step 8).
-    fn register_ok(&mut self, now: Instant, id: ServerTxId, req: &SipMessage, aor: &str) {
-        self.counters.register_ok += 1;
-        let mut headers: Vec<(&'static str, String)> =
-            self.reg.contact_values(aor, now).into_iter().map(|c| ("Contact", c)).collect();
-        // RFC 5626 §6: confirm outbound when the phone asked for it.
-        let outbound = req.header_list("Supported").any(|s| s.eq_ignore_ascii_case("outbound"));
-        if outbound && self.reg.bindings(aor).iter().any(|b| b.contact.params.contains("reg-id")) {
-            headers.push(("Require", "outbound".to_owned()));
-        }
-        self.reply(now, id, req, StatusCode::OK, None, &headers);
-    }
-
-    /// Stores every registration this edge serves again (RFC 7904 §3), for
-    /// its remaining lifetime: the owner calls this when a mass failure may
-    /// have taken every copy of some records (RFC 6940 §10.7 repairs only
-    /// what a surviving replica still holds). Returns how many were sent.
-    pub fn restore_registrations(&mut self, now: Instant) -> usize {
-        let due: Vec<(String, u32)> = self
-            .reg
-            .registered()
-            .filter(|(_, at)| *at > now)
-            .map(|(aor, at)| {
-                (aor.to_owned(), u32::try_from(at.duration_since(now).as_secs()).unwrap_or(u32::MAX).max(1))
-            })
-            .collect();
-        for (aor, expires_s) in &due {
-            let op = self.fresh_op();
-            self.out.push_back(EdgeOutput::StoreRegistration { op, aor: aor.clone(), expires_s: *expires_s });
-            self.ops.insert(op, PendingOp::Restore { aor: aor.clone() });
-            self.deadlines.insert((now + self.cfg.overlay_timeout, Deadline::Op(op)));
-        }
-        due.len()
-    }
-
-    /// The last binding of `aor` is gone: remove our overlay entry.
-    pub(super) fn unregister(&mut self, now: Instant, aor: String) {
-        let op = self.fresh_op();
-        self.out.push_back(EdgeOutput::RemoveRegistration { op, aor: aor.clone() });
-        self.ops.insert(op, PendingOp::Unregister { aor });
-        self.deadlines.insert((now + self.cfg.overlay_timeout, Deadline::Op(op)));
-    }
-}
-
 fn apply(list: &mut Vec<Binding>, ops: &[BindingOp]) {
     for op in ops {
         match op {
@@ -524,7 +273,7 @@ fn binding_key(c: &NameAddr) -> String {
 /// A URI reduced to what identifies a phone's contact: scheme, user, host
 /// (case-folded) and port (default filled in). Parameters such as
 /// `transport` or `ob` differ between REGISTER and dialog messages.
-pub(super) fn contact_key(uri: &Uri) -> String {
+pub(crate) fn contact_key(uri: &Uri) -> String {
     match uri {
         Uri::Sip(s) => {
             let tls = s.secure || s.params.value("transport").is_some_and(|t| t.eq_ignore_ascii_case("tls"));
@@ -545,22 +294,8 @@ fn host_key(h: &Host) -> String {
 
 /// `user@host` of a SIP URI, host case-folded (§19.1.4); `None` without a
 /// user part.
-pub(super) fn aor_of(uri: &SipUri) -> Option<String> {
+pub(crate) fn aor_of(uri: &SipUri) -> Option<String> {
     Some(format!("{}@{}", uri.user_name()?, host_key(&uri.host)))
-}
-
-/// An account's AOR as a table key: `user@host` with the host case-folded
-/// and any `sip:` prefix dropped.
-pub(super) fn normalize_aor(aor: &str) -> Option<String> {
-    let aor = aor.strip_prefix("sip:").unwrap_or(aor);
-    let (user, host) = aor.rsplit_once('@')?;
-    (!user.is_empty() && !host.is_empty()).then(|| format!("{user}@{}", host.to_ascii_lowercase()))
-}
-
-/// The AOR a digest username names: itself if it contains `@`, else
-/// `username@host`.
-fn account_aor(username: &str, host: &str) -> Option<String> {
-    if username.contains('@') { normalize_aor(username) } else { normalize_aor(&format!("{username}@{host}")) }
 }
 
 #[cfg(test)]
@@ -583,7 +318,7 @@ mod tests {
 
     #[test]
     fn plan_commit_expire() {
-        let mut r = Registrar::default();
+        let mut r = Bindings::default();
         let now = Instant::now();
         let req = register("Contact: <sip:alice@192.168.1.20:5060>;expires=120\r\n", "", 1);
         let plan = r.plan(&req, "alice@chordphone.test", src(), now, 60, 3600).unwrap();
@@ -607,7 +342,7 @@ mod tests {
 
     #[test]
     fn wildcard_and_instances() {
-        let mut r = Registrar::default();
+        let mut r = Bindings::default();
         let now = Instant::now();
         let two = register(
             "Contact: <sip:alice@10.0.0.7:40123;transport=tcp>;+sip.instance=\"<urn:uuid:1>\";reg-id=1, <sip:alice@192.168.1.20:5060>\r\n",
@@ -629,13 +364,5 @@ mod tests {
         r.commit(&plan);
         assert!(r.bindings("alice@chordphone.test").is_empty());
         assert!(r.by_contact(&Uri::parse("sip:alice@10.0.0.9").unwrap()).is_none());
-    }
-
-    #[test]
-    fn aor_forms() {
-        assert_eq!(normalize_aor("sip:Bob@Example.ORG").as_deref(), Some("Bob@example.org"));
-        assert_eq!(normalize_aor("nobody"), None);
-        assert_eq!(account_aor("bob", "example.org").as_deref(), Some("bob@example.org"));
-        assert_eq!(account_aor("bob@other.net", "example.org").as_deref(), Some("bob@other.net"));
     }
 }
