@@ -130,6 +130,7 @@ impl Simulation {
             config,
             // The one clock read: a base that virtual offsets are added to;
             // never read again, so runs stay deterministic.
+            #[allow(clippy::disallowed_methods)] // reviewed: the anchor for virtual time
             base: Instant::now(), // layering: allowed (anchor for virtual time)
             now: 0,
             queue: Queue::default(),
