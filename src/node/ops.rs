@@ -208,6 +208,11 @@ impl Node {
         s.counter("chordphone_reload_retransmissions_total", "end-to-end retransmissions", c.retransmissions);
         s.counter("chordphone_reload_transactions_failed_total", "transactions that failed", c.transactions_failed);
         s.counter("chordphone_reload_errors_sent_total", "RELOAD Error responses sent", c.errors_sent);
+        s.counter(
+            "chordphone_reload_sign_failures_total",
+            "messages or values not sent: signing failed",
+            c.sign_failures,
+        );
         s.counter("chordphone_link_queue_drops_total", "messages dropped on a full link queue", self.queue_drops);
         s.counter(
             "chordphone_links_rejected_total",

@@ -188,7 +188,8 @@ impl OverlayNode {
                         }
                         if let Err(e) = self.crypto.verify_stored(&resource, kind, v, &security, wall_s) {
                             debug!(node = %self.id, error = %e, "fetched value with a bad signature");
-                            return self.complete(id, Outcome::Failed(Failure::Error(ErrorCode::FORBIDDEN, e)));
+                            let why = e.to_string();
+                            return self.complete(id, Outcome::Failed(Failure::Error(ErrorCode::FORBIDDEN, why)));
                         }
                         values.push(v.value.clone());
                     }

@@ -498,12 +498,14 @@ impl OverlayNode {
         let mut data =
             StoredData { storage_time: self.wall_ms(now), lifetime: lifetime_s, value, signature: Signature::none() };
         let mut extra = Vec::new();
-        match as_user {
+        // §7.1: a value we cannot sign is not stored (nor sent unsigned).
+        let signed = match as_user {
             None => self.crypto.sign_stored(&resource, kind, &mut data),
-            Some(user) => match self.crypto.sign_stored_as(user, &resource, kind, &mut data) {
-                Some(cert) => extra.push(cert),
-                None => return Err(ApiError::UnknownUser(user.to_owned())),
-            },
+            Some(user) => self.crypto.sign_stored_as(user, &resource, kind, &mut data).map(|cert| extra.push(cert)),
+        };
+        if let Err(e) = signed {
+            self.count_signing_failure(&e);
+            return Err(ApiError::from_crypto(e));
         }
         let req = StoreReq {
             resource: resource.clone(),

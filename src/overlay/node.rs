@@ -14,7 +14,7 @@ use tracing::{debug, trace};
 
 use super::api::{ApiError, Command, Event, Failure, Outcome, OverlayConfig, RequestId, TimerReason, Transmit};
 use super::chord::{ChordConfig, NextHop, RoutingTable, in_half_open, resource_point};
-use super::crypto::{OverlayCrypto, Signer};
+use super::crypto::{CryptoError, OverlayCrypto, Signer};
 use crate::storage::DataStore;
 use crate::wire::codec::{Codec, Writer};
 use crate::wire::error::{ErrorCode, ErrorResponse};
@@ -42,6 +42,9 @@ pub struct Counters {
     pub retransmissions: u64,
     pub transactions_failed: u64,
     pub errors_sent: u64,
+    /// Messages and values not sent because signing them failed (§6.3.4:
+    /// nothing leaves unsigned).
+    pub sign_failures: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,6 +156,7 @@ impl Counters {
         self.retransmissions += c.retransmissions;
         self.transactions_failed += c.transactions_failed;
         self.errors_sent += c.errors_sent;
+        self.sign_failures += c.sign_failures;
     }
 }
 
@@ -423,7 +427,12 @@ impl OverlayNode {
 
     /// Adds a user identity to sign stores with ([`Command::StoreAs`]);
     /// returns the certificate's user name.
-    pub fn add_user_identity(&mut self, now: Instant, key_pkcs8: &[u8], cert_der: &[u8]) -> Result<String, String> {
+    pub fn add_user_identity(
+        &mut self,
+        now: Instant,
+        key_pkcs8: &[u8],
+        cert_der: &[u8],
+    ) -> Result<String, CryptoError> {
         let wall_s = self.wall_ms(now) / 1000;
         self.crypto.add_user(key_pkcs8, cert_der, wall_s)
     }
@@ -659,7 +668,8 @@ impl OverlayNode {
                 self.answered_order.push_back((until, request.transaction_id));
                 self.process(now, None, bytes);
             }
-            Err(e) => debug!(node = %self.id, error = ?e, "could not encode a response"),
+            // Not sent: the requester's retransmissions time out instead.
+            Err(e) => debug!(node = %self.id, error = %e, "could not encode or sign a response"),
         }
     }
 
@@ -676,8 +686,16 @@ impl OverlayNode {
         }
     }
 
+    /// Counts a failure to sign (an unknown user is the caller's mistake,
+    /// not the signer's, and is not counted).
+    pub(super) fn count_signing_failure(&mut self, e: &CryptoError) {
+        if !matches!(e, CryptoError::UnknownUser(_)) {
+            self.counters.sign_failures += 1;
+        }
+    }
+
     fn encode(
-        &self,
+        &mut self,
         txid: u64,
         destination: Vec<Destination>,
         via: Vec<Destination>,
@@ -689,12 +707,17 @@ impl OverlayNode {
         header.ttl = self.config.initial_ttl;
         header.via_list = via;
         let contents = MessageContents::new(body).to_bytes().map_err(|e| ApiError::Encode(e.to_string()))?;
-        let mut security: SecurityBlock = match as_user {
+        // §6.3.4: every message is signed; one we cannot sign is not sent.
+        let signed = match as_user {
             None => self.crypto.sign_message(self.overlay, txid, &contents),
-            Some(u) => self
-                .crypto
-                .sign_message_as(u, self.overlay, txid, &contents)
-                .ok_or_else(|| ApiError::UnknownUser(u.to_owned()))?,
+            Some(u) => self.crypto.sign_message_as(u, self.overlay, txid, &contents),
+        };
+        let mut security: SecurityBlock = match signed {
+            Ok(s) => s,
+            Err(e) => {
+                self.count_signing_failure(&e);
+                return Err(ApiError::from_crypto(e));
+            }
         };
         security.certificates.extend(extra_certs.iter().cloned());
         assemble(&header, &contents, &security).map_err(|e| ApiError::Encode(e.to_string()))

@@ -17,9 +17,11 @@
 use sha2::{Digest, Sha256};
 
 use crate::overlay::{OverlayCrypto, Signer};
+use crate::security::SecurityError;
+use crate::security::seam::CryptoError;
 use crate::wire::security_block::{SecurityBlock, Signature, SignatureAndHashAlgorithm, SignerIdentity};
 use crate::wire::storage::{StoredData, StoredDataValue};
-use crate::wire::{Codec, KindId, NODE_ID_LEN, NodeId, ResourceId, Writer};
+use crate::wire::{Codec, KindId, NODE_ID_LEN, NodeId, ResourceId, WireError, Writer};
 
 /// The algorithm code points a fast signature carries.
 pub const FAST_ALGORITHM: SignatureAndHashAlgorithm = SignatureAndHashAlgorithm { hash: 4, signature: 224 };
@@ -64,28 +66,29 @@ impl FastCrypto {
     }
 
     /// Checks `sig` over `input` and names the signer.
-    fn check(&self, sig: &Signature, input: &[u8]) -> Result<Signer, String> {
+    fn check(&self, sig: &Signature, input: &[u8]) -> Result<Signer, CryptoError> {
         if sig.algorithm != FAST_ALGORITHM {
-            return Err(format!("not a fast signature: {:?}", sig.algorithm));
+            let SignatureAndHashAlgorithm { hash, signature } = sig.algorithm;
+            return Err(CryptoError::UnsupportedAlgorithm(SecurityError::UnsupportedAlgorithm { hash, signature }));
         }
         let signer = match &sig.identity {
             SignerIdentity::CertHashNodeId { certificate_node_id_hash: h, .. } => {
-                let id: [u8; NODE_ID_LEN] = h.as_slice().try_into().map_err(|_| "bad signer identity".to_owned())?;
+                let id: [u8; NODE_ID_LEN] = h.as_slice().try_into().map_err(|_| CryptoError::UnknownSigner)?;
                 NodeId(id)
             }
-            other => return Err(format!("unexpected signer identity {other:?}")),
+            _ => return Err(CryptoError::UnknownSigner),
         };
         if digest(&signer, input) != sig.value {
-            return Err("bad signature".into());
+            return Err(CryptoError::BadSignature);
         }
         Ok(Signer { node_ids: vec![signer], user: Some(user_name(&signer, &self.overlay)) })
     }
 }
 
 impl OverlayCrypto for FastCrypto {
-    fn sign_message(&self, overlay: u32, transaction_id: u64, contents: &[u8]) -> SecurityBlock {
+    fn sign_message(&self, overlay: u32, transaction_id: u64, contents: &[u8]) -> Result<SecurityBlock, CryptoError> {
         let input = message_input(overlay, transaction_id, contents);
-        SecurityBlock { certificates: Vec::new(), signature: self.sign(&input) }
+        Ok(SecurityBlock { certificates: Vec::new(), signature: self.sign(&input) })
     }
 
     fn verify_message(
@@ -95,13 +98,15 @@ impl OverlayCrypto for FastCrypto {
         contents: &[u8],
         security: &SecurityBlock,
         _wall_s: u64,
-    ) -> Result<Signer, String> {
+    ) -> Result<Signer, CryptoError> {
         self.check(&security.signature, &message_input(overlay, transaction_id, contents))
     }
 
-    fn sign_stored(&self, resource: &ResourceId, kind: KindId, data: &mut StoredData) {
-        let input = stored_input(resource, kind, data.storage_time, &data.value);
+    fn sign_stored(&self, resource: &ResourceId, kind: KindId, data: &mut StoredData) -> Result<(), CryptoError> {
+        let input = stored_input(resource, kind, data.storage_time, &data.value)
+            .map_err(|e| CryptoError::SigningFailed(SecurityError::Wire(e)))?;
         data.signature = self.sign(&input);
+        Ok(())
     }
 
     fn verify_stored(
@@ -111,8 +116,11 @@ impl OverlayCrypto for FastCrypto {
         data: &StoredData,
         _security: &SecurityBlock,
         _wall_s: u64,
-    ) -> Result<Signer, String> {
-        self.check(&data.signature, &stored_input(resource, kind, data.storage_time, &data.value))
+    ) -> Result<Signer, CryptoError> {
+        // A value that cannot be encoded cannot carry a valid signature.
+        let input =
+            stored_input(resource, kind, data.storage_time, &data.value).map_err(|_| CryptoError::BadSignature)?;
+        self.check(&data.signature, &input)
     }
 }
 
@@ -132,14 +140,18 @@ fn message_input(overlay: u32, transaction_id: u64, contents: &[u8]) -> Vec<u8> 
 }
 
 /// §7.1's input: resource, kind, storage time and the value as on the wire.
-fn stored_input(resource: &ResourceId, kind: KindId, storage_time: u64, value: &StoredDataValue) -> Vec<u8> {
+fn stored_input(
+    resource: &ResourceId,
+    kind: KindId,
+    storage_time: u64,
+    value: &StoredDataValue,
+) -> Result<Vec<u8>, WireError> {
     let mut w = Writer::new();
     resource.encode(&mut w);
     kind.encode(&mut w);
     w.u64(storage_time);
     value.encode(&mut w);
-    // An unencodable value gets an input no signature matches.
-    w.finish().unwrap_or_default()
+    w.finish()
 }
 
 #[cfg(test)]
@@ -160,7 +172,7 @@ mod tests {
     fn message_signature_round_trip_and_tamper() {
         let a = FastCrypto::new(id(7), "o.example");
         let b = FastCrypto::new(id(9), "o.example");
-        let block = a.sign_message(1, 2, b"contents");
+        let block = a.sign_message(1, 2, b"contents").unwrap();
         let signer = b.verify_message(1, 2, b"contents", &block, 0).unwrap();
         assert_eq!(signer.node_ids, vec![id(7)]);
         assert_eq!(signer.user.as_deref(), Some(user_name(&id(7), "o.example").as_str()));
@@ -189,7 +201,7 @@ mod tests {
             value: StoredDataValue::Single(DataValue::new(b"v".to_vec())),
             signature: Signature::none(),
         };
-        a.sign_stored(&r, KindId::CHORDPHONE_TEST, &mut data);
+        a.sign_stored(&r, KindId::CHORDPHONE_TEST, &mut data).unwrap();
         let empty = SecurityBlock { certificates: vec![], signature: Signature::none() };
         let s = a.verify_stored(&r, KindId::CHORDPHONE_TEST, &data, &empty, 0).unwrap();
         assert_eq!(s.node_ids, vec![id(7)]);

@@ -49,7 +49,7 @@ impl SimPki {
         let cert_der =
             self.ca.issue(&key.spki_der(), Some(&user), &[node_id], self.not_before, self.not_before + VALIDITY_S)?;
         RealCrypto::new(Arc::clone(&self.anchor), key, cert_der, node_id, self.not_before + 1)
-            .map_err(SecurityError::Issue)
+            .map_err(|e| SecurityError::Issue(e.to_string()))
     }
 
     /// A user certificate binding `user` and `node_id` (RFC 7904: what a
@@ -85,7 +85,7 @@ mod tests {
         let pki = SimPki::new("o.example", [1; 32], WALL).unwrap();
         let a = pki.enroll(NodeId::from_u128(1), [2; 32]).unwrap();
         let b = pki.enroll(NodeId::from_u128(2), [3; 32]).unwrap();
-        let block = a.sign_message(9, 10, b"hello");
+        let block = a.sign_message(9, 10, b"hello").unwrap();
         let s = b.verify_message(9, 10, b"hello", &block, WALL).unwrap();
         assert_eq!(s.node_ids, vec![NodeId::from_u128(1)]);
         assert_eq!(s.user, Some(user_name(&NodeId::from_u128(1), "o.example")));
@@ -95,7 +95,7 @@ mod tests {
         assert!(b.verify_message(9, 10, b"hello", &bad, WALL).is_err());
         // Same seed, same bytes.
         let a2 = pki.enroll(NodeId::from_u128(1), [2; 32]).unwrap();
-        assert_eq!(a2.sign_message(9, 10, b"hello"), block);
+        assert_eq!(a2.sign_message(9, 10, b"hello").unwrap(), block);
     }
 
     #[test]
@@ -110,8 +110,8 @@ mod tests {
             value: StoredDataValue::Single(DataValue::new(b"v".to_vec())),
             signature: Signature::none(),
         };
-        a.sign_stored(&r, KindId::CHORDPHONE_TEST, &mut data);
-        let carried = a.sign_message(0, 0, b"");
+        a.sign_stored(&r, KindId::CHORDPHONE_TEST, &mut data).unwrap();
+        let carried = a.sign_message(0, 0, b"").unwrap();
         let empty = SecurityBlock { certificates: vec![], signature: Signature::none() };
         // b has never seen a's certificate.
         assert!(b.verify_stored(&r, KindId::CHORDPHONE_TEST, &data, &empty, WALL).is_err());
@@ -128,7 +128,7 @@ mod tests {
         let other = SimPki::new("o.example", [7; 32], WALL).unwrap();
         let mallory = other.enroll(NodeId::from_u128(5), [8; 32]).unwrap();
         let b = pki.enroll(NodeId::from_u128(2), [3; 32]).unwrap();
-        let block = mallory.sign_message(0, 1, b"x");
+        let block = mallory.sign_message(0, 1, b"x").unwrap();
         assert!(b.verify_message(0, 1, b"x", &block, WALL).is_err());
     }
 }

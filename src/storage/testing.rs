@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::policy::{AccessPolicy, KindPolicy};
 use super::verify::{VerifiedStore, verify_store};
-use crate::security::seam::{OverlayCrypto, Signer};
+use crate::security::seam::{CryptoError, OverlayCrypto, Signer};
 use crate::wire::security_block::{
     GenericCertificate, SecurityBlock, Signature, SignatureAndHashAlgorithm, SignerIdentity,
 };
@@ -82,15 +82,15 @@ impl TestCrypto {
 }
 
 impl OverlayCrypto for TestCrypto {
-    fn sign_message(&self, _: u32, _: u64, _: &[u8]) -> SecurityBlock {
+    fn sign_message(&self, _: u32, _: u64, _: &[u8]) -> Result<SecurityBlock, CryptoError> {
         unimplemented!("storage tests sign no messages")
     }
 
-    fn verify_message(&self, _: u32, _: u64, _: &[u8], _: &SecurityBlock, _: u64) -> Result<Signer, String> {
+    fn verify_message(&self, _: u32, _: u64, _: &[u8], _: &SecurityBlock, _: u64) -> Result<Signer, CryptoError> {
         unimplemented!("storage tests verify no messages")
     }
 
-    fn sign_stored(&self, _: &ResourceId, _: KindId, _: &mut StoredData) {
+    fn sign_stored(&self, _: &ResourceId, _: KindId, _: &mut StoredData) -> Result<(), CryptoError> {
         unimplemented!("use TestCrypto::sign")
     }
 
@@ -101,18 +101,18 @@ impl OverlayCrypto for TestCrypto {
         data: &StoredData,
         security: &SecurityBlock,
         _wall_s: u64,
-    ) -> Result<Signer, String> {
+    ) -> Result<Signer, CryptoError> {
         let SignerIdentity::CertHash { certificate_hash, .. } = &data.signature.identity else {
-            return Err("not a cert_hash identity".into());
+            return Err(CryptoError::UnknownSigner);
         };
         let cert = security
             .certificates
             .iter()
             .find(|c| Sha256::digest(&c.cert).as_slice() == certificate_hash.as_slice())
-            .ok_or("certificate not in the security block")?;
-        let signer = self.identities.get(&cert.cert).ok_or("unknown certificate")?;
+            .ok_or(CryptoError::UnknownSigner)?;
+        let signer = self.identities.get(&cert.cert).ok_or(CryptoError::UnknownSigner)?;
         if Self::digest(certificate_hash, resource, kind, data) != data.signature.value {
-            return Err("bad signature".into());
+            return Err(CryptoError::BadSignature);
         }
         Ok(signer.clone())
     }
