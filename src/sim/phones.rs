@@ -215,7 +215,7 @@ impl Simulation {
         if let Some((key, cert)) = identity
             && let Err(e) = peer.overlay_mut().add_user_identity(now, &key, &cert)
         {
-            self.metrics.note_failure("phone identity", e);
+            self.metrics.note_failure("phone identity", e.to_string());
             return;
         }
         if let Some(edge) = peer.sip_edge_mut() {
