@@ -21,5 +21,6 @@ pub mod security;
 pub mod sim;
 pub mod sip;
 pub mod storage;
+pub mod time;
 pub mod usage;
 pub mod wire;

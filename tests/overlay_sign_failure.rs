@@ -18,11 +18,12 @@ use chordphone::overlay::{ApiError, Command, Event, Failure, Outcome, OverlayCon
 use chordphone::security::SecurityError;
 use chordphone::security::seam::{CryptoError, Signer};
 use chordphone::sim::{FastCrypto, user_name};
+use chordphone::time::WallTime;
 use chordphone::wire::security_block::{SecurityBlock, SignatureAndHashAlgorithm};
 use chordphone::wire::storage::{DataValue, StoredData, StoredDataValue};
 use chordphone::wire::{Codec, KindId, NodeId, RawMessage, ResourceId};
 
-const WALL_MS: u64 = 1_800_000_000_000;
+const WALL: WallTime = WallTime::from_millis(1_800_000_000_000);
 
 /// Switches that make one node's signing fail.
 #[derive(Clone, Default)]
@@ -55,9 +56,9 @@ impl OverlayCrypto for Flaky {
         txid: u64,
         contents: &[u8],
         security: &SecurityBlock,
-        wall_s: u64,
+        wall: WallTime,
     ) -> Result<Signer, CryptoError> {
-        self.inner.verify_message(overlay, txid, contents, security, wall_s)
+        self.inner.verify_message(overlay, txid, contents, security, wall)
     }
 
     fn sign_stored(&self, resource: &ResourceId, kind: KindId, data: &mut StoredData) -> Result<(), CryptoError> {
@@ -73,9 +74,9 @@ impl OverlayCrypto for Flaky {
         kind: KindId,
         data: &StoredData,
         security: &SecurityBlock,
-        wall_s: u64,
+        wall: WallTime,
     ) -> Result<Signer, CryptoError> {
-        self.inner.verify_stored(resource, kind, data, security, wall_s)
+        self.inner.verify_stored(resource, kind, data, security, wall)
     }
 }
 
@@ -98,7 +99,7 @@ impl Net {
             let config = OverlayConfig::default();
             let faults = Faults::default();
             let crypto = Box::new(Flaky { inner: FastCrypto::new(id, &config.overlay_name), faults: faults.clone() });
-            net.nodes.insert(id, OverlayNode::new(config, id, crypto, n as u64, now, WALL_MS));
+            net.nodes.insert(id, OverlayNode::new(config, id, crypto, n as u64, now, WALL));
             net.faults.insert(id, faults);
         }
         net

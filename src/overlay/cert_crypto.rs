@@ -18,6 +18,7 @@ use crate::security::{
     KeyPair, SecurityError, VerifiedIdentity, find_signer, sign_message, sign_stored_data, signer_identity_for,
     verify_chain, verify_message, verify_stored_data,
 };
+use crate::time::WallTime;
 use crate::wire::security_block::{GenericCertificate, SecurityBlock, Signature, SignerIdentity};
 use crate::wire::storage::{StoredData, StoredDataValue};
 use crate::wire::{KindId, NodeId, ResourceId, WireError};
@@ -49,13 +50,14 @@ impl TrustAnchor {
     }
 
     /// The chain check of `cert_der` (§11.3), done once per certificate.
-    pub fn verify(&self, cert_der: &[u8], wall_s: u64) -> Result<Arc<VerifiedIdentity>, CryptoError> {
+    pub fn verify(&self, cert_der: &[u8], wall: WallTime) -> Result<Arc<VerifiedIdentity>, CryptoError> {
         let h = sha256(cert_der);
         if let Some(v) = lock(&self.verified).get(&h) {
             return Ok(Arc::clone(v));
         }
-        let v =
-            Arc::new(verify_chain(cert_der, &self.ca_der, wall_s, &self.overlay).map_err(CryptoError::from_verify)?);
+        let v = Arc::new(
+            verify_chain(cert_der, &self.ca_der, wall.as_secs(), &self.overlay).map_err(CryptoError::from_verify)?,
+        );
         let mut cache = lock(&self.verified);
         if cache.len() >= ANCHOR_CACHE {
             cache.clear();
@@ -86,15 +88,15 @@ struct UserIdentity {
 
 impl CertCrypto {
     /// A node signing with `key` as `node_id`; `cert_der` must chain to
-    /// the anchor, be valid at `wall_s` and bind `node_id`.
+    /// the anchor, be valid at `wall` and bind `node_id`.
     pub fn new(
         anchor: Arc<TrustAnchor>,
         key: KeyPair,
         cert_der: Vec<u8>,
         node_id: NodeId,
-        wall_s: u64,
+        wall: WallTime,
     ) -> Result<Self, CryptoError> {
-        let own = anchor.verify(&cert_der, wall_s)?;
+        let own = anchor.verify(&cert_der, wall)?;
         if !own.node_ids.contains(&node_id) {
             return Err(CryptoError::WrongIdentity(format!("the certificate does not bind Node-ID {node_id}")));
         }
@@ -125,7 +127,7 @@ impl CertCrypto {
         &self,
         sig: &Signature,
         security: &SecurityBlock,
-        wall_s: u64,
+        wall: WallTime,
     ) -> Result<Arc<VerifiedIdentity>, CryptoError> {
         let mut known = lock(&self.known);
         if known.len() >= NODE_CACHE {
@@ -135,7 +137,7 @@ impl CertCrypto {
             // A certificate that does not chain to the root is ignored;
             // a signature naming it then finds no signer.
             if let std::collections::btree_map::Entry::Vacant(e) = known.entry(sha256(&c.cert))
-                && let Ok(v) = self.anchor.verify(&c.cert, wall_s)
+                && let Ok(v) = self.anchor.verify(&c.cert, wall)
             {
                 e.insert(v);
             }
@@ -151,7 +153,7 @@ impl CertCrypto {
             }
         };
         let cert = found.ok_or(CryptoError::UnknownSigner)?;
-        cert.check_valid_at(wall_s).map_err(CryptoError::CertificateExpired)?;
+        cert.check_valid_at(wall.as_secs()).map_err(CryptoError::CertificateExpired)?;
         Ok(cert)
     }
 }
@@ -186,9 +188,9 @@ impl OverlayCrypto for CertCrypto {
         Ok(SecurityBlock { certificates: vec![GenericCertificate::x509(u.cert_der.clone())], signature })
     }
 
-    fn add_user(&self, key_pkcs8: &[u8], cert_der: &[u8], wall_s: u64) -> Result<String, CryptoError> {
+    fn add_user(&self, key_pkcs8: &[u8], cert_der: &[u8], wall: WallTime) -> Result<String, CryptoError> {
         let key = KeyPair::from_pkcs8_der(key_pkcs8).map_err(CryptoError::CertificateInvalid)?;
-        let cert = self.anchor.verify(cert_der, wall_s)?;
+        let cert = self.anchor.verify(cert_der, wall)?;
         if !cert.node_ids.contains(&self.node_id) {
             let why = format!("the user certificate does not bind this node ({})", self.node_id);
             return Err(CryptoError::WrongIdentity(why));
@@ -216,9 +218,9 @@ impl OverlayCrypto for CertCrypto {
         transaction_id: u64,
         contents: &[u8],
         security: &SecurityBlock,
-        wall_s: u64,
+        wall: WallTime,
     ) -> Result<Signer, CryptoError> {
-        let cert = self.signer(&security.signature, security, wall_s)?;
+        let cert = self.signer(&security.signature, security, wall)?;
         verify_message(&security.signature, &cert.spki_der, overlay, transaction_id, contents)
             .map_err(CryptoError::from_verify)?;
         Ok(Signer { node_ids: cert.node_ids.clone(), user: cert.user.clone() })
@@ -238,9 +240,9 @@ impl OverlayCrypto for CertCrypto {
         kind: KindId,
         data: &StoredData,
         security: &SecurityBlock,
-        wall_s: u64,
+        wall: WallTime,
     ) -> Result<Signer, CryptoError> {
-        let cert = self.signer(&data.signature, security, wall_s)?;
+        let cert = self.signer(&data.signature, security, wall)?;
         // A value that cannot be encoded cannot carry a valid signature.
         let (bytes, is_array) = value_bytes(&data.value).map_err(|_| CryptoError::BadSignature)?;
         verify_stored_data(&data.signature, &cert.spki_der, resource, kind, data.storage_time, &bytes, is_array)

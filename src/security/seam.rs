@@ -5,6 +5,7 @@
 use thiserror::Error;
 
 use super::SecurityError;
+use crate::time::WallTime;
 use crate::wire::security_block::{GenericCertificate, SecurityBlock};
 use crate::wire::storage::StoredData;
 use crate::wire::{KindId, NodeId, ResourceId};
@@ -76,14 +77,14 @@ pub trait OverlayCrypto {
     /// Signs message contents (§6.3.4) and returns the whole security block
     /// (with the certificates a verifier needs). On error nothing is sent.
     fn sign_message(&self, overlay: u32, transaction_id: u64, contents: &[u8]) -> Result<SecurityBlock, CryptoError>;
-    /// Verifies a received message's signature; `wall_s` checks validity periods.
+    /// Verifies a received message's signature; `wall` checks validity periods.
     fn verify_message(
         &self,
         overlay: u32,
         transaction_id: u64,
         contents: &[u8],
         security: &SecurityBlock,
-        wall_s: u64,
+        wall: WallTime,
     ) -> Result<Signer, CryptoError>;
     /// Signs a value to be stored (§7.1); `data.signature` is replaced. On
     /// error `data` must not be stored.
@@ -96,7 +97,7 @@ pub trait OverlayCrypto {
         kind: KindId,
         data: &StoredData,
         security: &SecurityBlock,
-        wall_s: u64,
+        wall: WallTime,
     ) -> Result<Signer, CryptoError>;
 
     /// Signs a value as one of the users this node holds a certificate
@@ -128,7 +129,7 @@ pub trait OverlayCrypto {
 
     /// Adds a user identity (PKCS#8 key and certificate) to sign with;
     /// returns the certificate's user name.
-    fn add_user(&self, _key_pkcs8: &[u8], _cert_der: &[u8], _wall_s: u64) -> Result<String, CryptoError> {
+    fn add_user(&self, _key_pkcs8: &[u8], _cert_der: &[u8], _wall: WallTime) -> Result<String, CryptoError> {
         Err(CryptoError::NoUserIdentities)
     }
 }

@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::overlay::{OverlayCrypto, Signer};
 use crate::security::SecurityError;
 use crate::security::seam::CryptoError;
+use crate::time::WallTime;
 use crate::wire::security_block::{SecurityBlock, Signature, SignatureAndHashAlgorithm, SignerIdentity};
 use crate::wire::storage::{StoredData, StoredDataValue};
 use crate::wire::{Codec, KindId, NODE_ID_LEN, NodeId, ResourceId, WireError, Writer};
@@ -97,7 +98,7 @@ impl OverlayCrypto for FastCrypto {
         transaction_id: u64,
         contents: &[u8],
         security: &SecurityBlock,
-        _wall_s: u64,
+        _wall: WallTime,
     ) -> Result<Signer, CryptoError> {
         self.check(&security.signature, &message_input(overlay, transaction_id, contents))
     }
@@ -115,7 +116,7 @@ impl OverlayCrypto for FastCrypto {
         kind: KindId,
         data: &StoredData,
         _security: &SecurityBlock,
-        _wall_s: u64,
+        _wall: WallTime,
     ) -> Result<Signer, CryptoError> {
         // A value that cannot be encoded cannot carry a valid signature.
         let input =
@@ -173,22 +174,22 @@ mod tests {
         let a = FastCrypto::new(id(7), "o.example");
         let b = FastCrypto::new(id(9), "o.example");
         let block = a.sign_message(1, 2, b"contents").unwrap();
-        let signer = b.verify_message(1, 2, b"contents", &block, 0).unwrap();
+        let signer = b.verify_message(1, 2, b"contents", &block, WallTime::UNIX_EPOCH).unwrap();
         assert_eq!(signer.node_ids, vec![id(7)]);
         assert_eq!(signer.user.as_deref(), Some(user_name(&id(7), "o.example").as_str()));
-        assert!(b.verify_message(1, 3, b"contents", &block, 0).is_err());
-        assert!(b.verify_message(1, 2, b"contentz", &block, 0).is_err());
+        assert!(b.verify_message(1, 3, b"contents", &block, WallTime::UNIX_EPOCH).is_err());
+        assert!(b.verify_message(1, 2, b"contentz", &block, WallTime::UNIX_EPOCH).is_err());
         let mut bad = block.clone();
         bad.signature.value[0] ^= 1;
-        assert!(b.verify_message(1, 2, b"contents", &bad, 0).is_err());
+        assert!(b.verify_message(1, 2, b"contents", &bad, WallTime::UNIX_EPOCH).is_err());
         // Claiming another signer without recomputing the digest fails.
         let mut forged = block.clone();
         forged.signature.identity =
             SignerIdentity::CertHashNodeId { hash_alg: 4, certificate_node_id_hash: id(9).0.to_vec() };
-        assert!(b.verify_message(1, 2, b"contents", &forged, 0).is_err());
+        assert!(b.verify_message(1, 2, b"contents", &forged, WallTime::UNIX_EPOCH).is_err());
         let mut wrong_alg = block;
         wrong_alg.signature.algorithm = SignatureAndHashAlgorithm::ED25519;
-        assert!(b.verify_message(1, 2, b"contents", &wrong_alg, 0).is_err());
+        assert!(b.verify_message(1, 2, b"contents", &wrong_alg, WallTime::UNIX_EPOCH).is_err());
     }
 
     #[test]
@@ -203,14 +204,14 @@ mod tests {
         };
         a.sign_stored(&r, KindId::CHORDPHONE_TEST, &mut data).unwrap();
         let empty = SecurityBlock { certificates: vec![], signature: Signature::none() };
-        let s = a.verify_stored(&r, KindId::CHORDPHONE_TEST, &data, &empty, 0).unwrap();
+        let s = a.verify_stored(&r, KindId::CHORDPHONE_TEST, &data, &empty, WallTime::UNIX_EPOCH).unwrap();
         assert_eq!(s.node_ids, vec![id(7)]);
-        assert!(a.verify_stored(&r, KindId::SIP_REGISTRATION, &data, &empty, 0).is_err());
+        assert!(a.verify_stored(&r, KindId::SIP_REGISTRATION, &data, &empty, WallTime::UNIX_EPOCH).is_err());
         let mut changed = data.clone();
         changed.value = StoredDataValue::Single(DataValue::new(b"w".to_vec()));
-        assert!(a.verify_stored(&r, KindId::CHORDPHONE_TEST, &changed, &empty, 0).is_err());
+        assert!(a.verify_stored(&r, KindId::CHORDPHONE_TEST, &changed, &empty, WallTime::UNIX_EPOCH).is_err());
         let mut older = data;
         older.storage_time = 4;
-        assert!(a.verify_stored(&r, KindId::CHORDPHONE_TEST, &older, &empty, 0).is_err());
+        assert!(a.verify_stored(&r, KindId::CHORDPHONE_TEST, &older, &empty, WallTime::UNIX_EPOCH).is_err());
     }
 }

@@ -153,7 +153,8 @@ impl Simulation {
             let aor = format!("phone{i}@{domain}");
             let password = format!("pw-{i}-{}", self.rng.random::<u32>());
             let seed: u64 = self.rng.random();
-            let mut cfg = UaConfig::new(&format!("sip:{aor}"), &password, udp(sip_addr(0)), host_port(phone_addr(i)), seed);
+            let mut cfg =
+                UaConfig::new(&format!("sip:{aor}"), &password, udp(sip_addr(0)), host_port(phone_addr(i)), seed);
             cfg.register_expires = REGISTER_EXPIRES;
             cfg.auto_answer = Some(Duration::ZERO);
             let Ok(ua) = UserAgent::new(cfg) else {
@@ -191,7 +192,7 @@ impl Simulation {
             self.queue.push(self.now + US_PER_S, Ev::Step(Step::Rehome { phone: i }));
             return;
         };
-        let (now, wall) = (self.instant(), self.wall_ms());
+        let (now, wall) = (self.instant(), self.wall());
         let Some(ph) = self.phones.list.get(i as usize) else { return };
         let (aor, password, first) = (ph.aor.clone(), ph.password.clone(), ph.home.is_none());
         let node = self.id_of(home);
@@ -209,7 +210,7 @@ impl Simulation {
             realm: realm.clone(),
             ha1_md5: digest::ha1(DigestAlgorithm::Md5, &user, &realm, &password),
             ha1_sha256: digest::ha1(DigestAlgorithm::Sha256, &user, &realm, &password),
-            created_unix_s: wall / 1000,
+            created_unix_s: wall.as_secs(),
         };
         let Some(peer) = self.slot_mut(home).and_then(|sl| sl.node.as_deref_mut()) else { return };
         if let Some((key, cert)) = identity

@@ -14,6 +14,7 @@ use super::fast_crypto::user_name;
 pub use crate::overlay::cert_crypto::CertCrypto as RealCrypto;
 use crate::overlay::cert_crypto::TrustAnchor;
 use crate::security::{KeyPair, OverlayCa, SecurityError};
+use crate::time::WallTime;
 use crate::wire::NodeId;
 
 /// Certificates are valid for ten years from the simulation's wall epoch.
@@ -33,9 +34,9 @@ pub struct SimPki {
 }
 
 impl SimPki {
-    /// A CA for `overlay` whose key comes from `seed`, valid from `wall_s`.
-    pub fn new(overlay: &str, seed: [u8; 32], wall_s: u64) -> Result<Arc<Self>, SecurityError> {
-        let not_before = wall_s.saturating_sub(86_400);
+    /// A CA for `overlay` whose key comes from `seed`, valid from a day before `wall`.
+    pub fn new(overlay: &str, seed: [u8; 32], wall: WallTime) -> Result<Arc<Self>, SecurityError> {
+        let not_before = wall.as_secs().saturating_sub(86_400);
         let ca = OverlayCa::create(overlay, ed25519_key(seed)?, not_before, not_before + VALIDITY_S)?;
         let anchor = TrustAnchor::new(overlay, ca.cert_der().to_vec());
         Ok(Arc::new(SimPki { overlay: overlay.to_owned(), ca, not_before, anchor }))
@@ -48,7 +49,7 @@ impl SimPki {
         let user = user_name(&node_id, &self.overlay);
         let cert_der =
             self.ca.issue(&key.spki_der(), Some(&user), &[node_id], self.not_before, self.not_before + VALIDITY_S)?;
-        RealCrypto::new(Arc::clone(&self.anchor), key, cert_der, node_id, self.not_before + 1)
+        RealCrypto::new(Arc::clone(&self.anchor), key, cert_der, node_id, WallTime::from_secs(self.not_before + 1))
             .map_err(|e| SecurityError::Issue(e.to_string()))
     }
 
@@ -78,7 +79,7 @@ mod tests {
     use crate::wire::storage::{StoredData, StoredDataValue};
     use crate::wire::{KindId, ResourceId};
 
-    const WALL: u64 = 1_767_225_600;
+    const WALL: WallTime = WallTime::from_secs(1_767_225_600);
 
     #[test]
     fn enrolled_nodes_verify_each_other() {

@@ -21,12 +21,13 @@ use super::report::Metrics;
 use super::scenario::Workload;
 use crate::overlay::{ApiError, Command, Outcome, OverlayConfig, OverlayCrypto, OverlayNode, RequestId};
 use crate::peer::{Peer, PeerConfig, PeerEvent, PeerState, Transmit};
+use crate::time::WallTime;
 use crate::wire::NodeId;
 use crate::wire::attach::OverlayLinkType;
 
 /// Wall clock at virtual time zero: 2026-01-01T00:00:00Z, so certificate
 /// validity and storage times are the same in every run.
-pub const SIM_EPOCH_MS: u64 = 1_767_225_600_000;
+pub const SIM_EPOCH: WallTime = WallTime::from_millis(1_767_225_600_000);
 
 /// A node that has not joined this long after its last attempt tries again
 /// through another bootstrap peer.
@@ -279,8 +280,8 @@ impl Simulation {
         self.base + Duration::from_micros(self.now)
     }
 
-    pub(super) fn wall_ms(&self) -> u64 {
-        SIM_EPOCH_MS + self.now / 1000
+    pub(super) fn wall(&self) -> WallTime {
+        SIM_EPOCH.saturating_add(Duration::from_micros(self.now))
     }
 
     pub(super) fn slot(&self, s: SlotId) -> Option<&Slot> {
@@ -339,7 +340,7 @@ impl Simulation {
         let key_seed: [u8; 32] = self.rng.random();
         let crypto = self.crypto.make(id, key_seed)?;
         let s = SlotId::try_from(self.slots.len()).map_err(|_| SimError::InvalidOption("too many nodes".into()))?;
-        let mut node = OverlayNode::new(self.config.clone(), id, crypto, seed, self.instant(), self.wall_ms());
+        let mut node = OverlayNode::new(self.config.clone(), id, crypto, seed, self.instant(), self.wall());
         let edge = self.make_edge(id, s)?;
         if edge.is_some() {
             node.set_app_candidates(Self::app_candidates(s));
@@ -362,7 +363,7 @@ impl Simulation {
             bootstrap,
             client: false,
         };
-        let peer = Peer::new(cfg, node, edge, self.instant(), self.wall_ms());
+        let peer = Peer::new(cfg, node, edge, self.instant(), self.wall());
         self.note_live_change();
         self.slots.push(Slot {
             id,
@@ -586,8 +587,7 @@ impl CryptoSource {
         Ok(match mode {
             CryptoMode::Fast => CryptoSource::Fast { overlay: overlay.to_owned() },
             CryptoMode::Real => {
-                let pki =
-                    SimPki::new(overlay, ca_seed, SIM_EPOCH_MS / 1000).map_err(|e| SimError::Crypto(e.to_string()))?;
+                let pki = SimPki::new(overlay, ca_seed, SIM_EPOCH).map_err(|e| SimError::Crypto(e.to_string()))?;
                 CryptoSource::Real { pki }
             }
         })
