@@ -3,6 +3,10 @@
 //! peers, and a restarted peer rejoins through its host cache (its
 //! bootstrap peer is dead) with its stored records intact.
 
+// Integration tests drive real processes, sockets, files and clocks; clippy.toml's
+// sans-IO lists are for the library's cores.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 #[path = "support/cluster.rs"]
 mod cluster;
 

@@ -6,6 +6,10 @@
 //! TCP on the TLS port are refused while the node keeps serving; a
 //! configured PEM certificate replaces the overlay one.
 
+// Integration tests drive real processes, sockets, files and clocks; clippy.toml's
+// sans-IO lists are for the library's cores.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 #[path = "support/cluster.rs"]
 mod cluster;
 

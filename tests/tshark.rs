@@ -7,6 +7,10 @@
 //! tshark is required: the test fails, it does not skip, when it is
 //! missing. How to run it and what it proves: interop/tshark/README.md.
 
+// Integration tests drive real processes, sockets, files and clocks; clippy.toml's
+// sans-IO lists are for the library's cores.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 #[path = "support/pcap.rs"]
 mod pcap;
 #[path = "support/reload_samples.rs"]

@@ -82,6 +82,7 @@ metric_table! {
     ReloadRetransmissions => Counter, "chordphone_reload_retransmissions_total", "end-to-end retransmissions";
     ReloadTransactionsFailed => Counter, "chordphone_reload_transactions_failed_total", "transactions that failed";
     ReloadErrorsSent => Counter, "chordphone_reload_errors_sent_total", "RELOAD Error responses sent";
+    ReloadSignFailures => Counter, "chordphone_reload_sign_failures_total", "messages or values not sent: signing failed";
     LinkQueueDrops => Counter, "chordphone_link_queue_drops_total", "messages dropped on a full link queue";
     LinksRejected => Counter, "chordphone_links_rejected_total", "incoming links refused (handshake, certificate, garbage)";
     Links => Gauge, "chordphone_links", "open overlay links";

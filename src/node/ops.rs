@@ -196,6 +196,7 @@ impl Node {
         s.count(Metric::ReloadRetransmissions, c.retransmissions);
         s.count(Metric::ReloadTransactionsFailed, c.transactions_failed);
         s.count(Metric::ReloadErrorsSent, c.errors_sent);
+        s.count(Metric::ReloadSignFailures, c.sign_failures);
         s.count(Metric::LinkQueueDrops, self.queue_drops);
         s.count(Metric::LinksRejected, self.listener_rejected.load(std::sync::atomic::Ordering::Relaxed));
         s.set(Metric::Links, self.links.len() as f64);

@@ -33,6 +33,7 @@ use crate::overlay::document::{LinkType, OverlayDocument};
 use crate::overlay::{CertCrypto, OverlayNode, RequestId, TrustAnchor};
 use crate::peer::{DialId, LinkId, Peer, PeerConfig, PeerEvent, PeerState};
 use crate::security::KeyPair;
+use crate::time::WallTime;
 use crate::wire::NodeId;
 use crate::wire::attach::OverlayLinkType;
 
@@ -78,8 +79,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     node.run().await
 }
 
-pub(super) fn wall_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
+/// The system's wall clock: the one place a core's `WallTime` comes from.
+pub(super) fn wall_now() -> WallTime {
+    let ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    WallTime::from_millis(ms.unwrap_or(0))
 }
 
 /// Reads and verifies the node's identity, overlay document and settings.
@@ -101,8 +104,7 @@ fn prepare(opts: &RunOptions) -> anyhow::Result<Setup> {
     let kind = pick_link(&doc, settings.link.as_deref())?;
     let key = KeyPair::from_pkcs8_der(&identity.key_pkcs8).context("the stored node key is unreadable")?;
     let anchor = TrustAnchor::new(&doc.name, identity.ca_der.clone());
-    let wall_s = wall_ms() / 1000;
-    let crypto = CertCrypto::new(anchor, key, identity.cert_der.clone(), identity.node_id, wall_s)
+    let crypto = CertCrypto::new(anchor, key, identity.cert_der.clone(), identity.node_id, wall_now())
         .map_err(|e| anyhow!("the node certificate is not usable: {e}"))?;
     let mut config = doc.to_overlay_config();
     config.client = settings.client;
@@ -114,7 +116,7 @@ fn prepare(opts: &RunOptions) -> anyhow::Result<Setup> {
         max_message_size: config.max_message_size.max(16 * 1024),
     });
     let seed: u64 = rand::rng().random();
-    let machine = OverlayNode::new(config, identity.node_id, Box::new(crypto), seed, Instant::now(), wall_ms());
+    let machine = OverlayNode::new(config, identity.node_id, Box::new(crypto), seed, Instant::now(), wall_now());
     Ok(Setup { paths, settings, doc, db, node_id: identity.node_id, kind, sec, machine })
 }
 
@@ -277,7 +279,7 @@ impl Node {
         let saved_store_version = Some(machine.store_version());
         let cfg = PeerConfig { link_type: link_type_code(kind), advertise, bootstrap: doc.bootstrap.clone(), client };
         let now = Instant::now();
-        let mut peer = Peer::new(cfg, machine, edge, now, wall_ms());
+        let mut peer = Peer::new(cfg, machine, edge, now, wall_now());
         let cache = db.host_cache().unwrap_or_default();
         peer.set_host_cache(cache.into_iter().map(|e| (e.node_id, e.addr)).collect());
         Ok(Node {
@@ -422,7 +424,7 @@ impl Node {
 
     fn on_clock(&mut self) {
         let now = Instant::now();
-        self.peer.set_wall_clock(now, wall_ms());
+        self.peer.set_wall_clock(now, wall_now());
         self.publish_metrics(now);
     }
 
@@ -561,7 +563,7 @@ impl Node {
     /// logged; the node keeps running on what it holds in memory.
     fn persist(&mut self, force: bool) {
         let now = Instant::now();
-        let now_s = wall_ms() / 1000;
+        let now_s = wall_now().as_secs();
         let linked: Vec<HostCacheEntry> = self
             .peer
             .linked_addresses()

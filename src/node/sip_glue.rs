@@ -16,7 +16,7 @@ use super::super::config::{LocalSettings, NodePaths};
 use super::super::db::NodeDb;
 use super::super::link::LinkSecurity;
 use super::super::sip_io::{self, SipInput};
-use super::{Node, wall_ms};
+use super::{Node, wall_now};
 use crate::overlay::document::OverlayDocument;
 use crate::peer::host_candidate;
 use crate::sip::edge::{EdgeConfig, SipEdge};
@@ -132,7 +132,7 @@ pub(super) async fn start_sip(
         ec.realm = r.clone();
     }
     let mut edge = SipEdge::new(ec)?;
-    edge.retire_nonces_before(wall_ms());
+    edge.retire_nonces_before(wall_now().as_millis());
     edge.set_users(db.sip_users()?);
     info!(listening = ?listening, %domain, "SIP edge up");
     let sockets = SipSockets { udp, flows: HashMap::new(), nodes: HashMap::new(), inputs_tx, listening, tls_failures };

@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use crate::security::seam::CryptoError;
 pub use crate::storage::{AccessPolicy, KindPolicy};
 use crate::wire::attach::IceCandidate;
 use crate::wire::error::ErrorCode;
@@ -196,4 +197,18 @@ pub enum ApiError {
     UnknownKind(KindId),
     #[error("cannot encode the request: {0}")]
     Encode(String),
+    /// The message or value could not be signed, so nothing was sent.
+    #[error("cannot sign: {0}")]
+    Signing(CryptoError),
+}
+
+impl ApiError {
+    /// A signing failure, with an unknown user kept apart (the caller's
+    /// mistake, not the signer's).
+    pub fn from_crypto(e: CryptoError) -> Self {
+        match e {
+            CryptoError::UnknownUser(u) => ApiError::UnknownUser(u),
+            other => ApiError::Signing(other),
+        }
+    }
 }

@@ -13,13 +13,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use sha2::{Digest, Sha256};
 
 use super::{OverlayCrypto, Signer};
+use crate::security::seam::CryptoError;
 use crate::security::{
-    KeyPair, VerifiedIdentity, find_signer, sign_message, sign_stored_data, signer_identity_for, verify_chain,
-    verify_message, verify_stored_data,
+    KeyPair, SecurityError, VerifiedIdentity, find_signer, sign_message, sign_stored_data, signer_identity_for,
+    verify_chain, verify_message, verify_stored_data,
 };
+use crate::time::WallTime;
 use crate::wire::security_block::{GenericCertificate, SecurityBlock, Signature, SignerIdentity};
 use crate::wire::storage::{StoredData, StoredDataValue};
-use crate::wire::{KindId, NodeId, ResourceId};
+use crate::wire::{KindId, NodeId, ResourceId, WireError};
 
 /// Verified chains a [`TrustAnchor`] remembers before it starts over
 /// (a bound on memory; forgetting only costs a re-verification).
@@ -48,12 +50,14 @@ impl TrustAnchor {
     }
 
     /// The chain check of `cert_der` (§11.3), done once per certificate.
-    pub fn verify(&self, cert_der: &[u8], wall_s: u64) -> Result<Arc<VerifiedIdentity>, String> {
+    pub fn verify(&self, cert_der: &[u8], wall: WallTime) -> Result<Arc<VerifiedIdentity>, CryptoError> {
         let h = sha256(cert_der);
         if let Some(v) = lock(&self.verified).get(&h) {
             return Ok(Arc::clone(v));
         }
-        let v = Arc::new(verify_chain(cert_der, &self.ca_der, wall_s, &self.overlay).map_err(|e| e.to_string())?);
+        let v = Arc::new(
+            verify_chain(cert_der, &self.ca_der, wall.as_secs(), &self.overlay).map_err(CryptoError::from_verify)?,
+        );
         let mut cache = lock(&self.verified);
         if cache.len() >= ANCHOR_CACHE {
             cache.clear();
@@ -84,20 +88,20 @@ struct UserIdentity {
 
 impl CertCrypto {
     /// A node signing with `key` as `node_id`; `cert_der` must chain to
-    /// the anchor, be valid at `wall_s` and bind `node_id`.
+    /// the anchor, be valid at `wall` and bind `node_id`.
     pub fn new(
         anchor: Arc<TrustAnchor>,
         key: KeyPair,
         cert_der: Vec<u8>,
         node_id: NodeId,
-        wall_s: u64,
-    ) -> Result<Self, String> {
-        let own = anchor.verify(&cert_der, wall_s)?;
+        wall: WallTime,
+    ) -> Result<Self, CryptoError> {
+        let own = anchor.verify(&cert_der, wall)?;
         if !own.node_ids.contains(&node_id) {
-            return Err(format!("the certificate does not bind Node-ID {node_id}"));
+            return Err(CryptoError::WrongIdentity(format!("the certificate does not bind Node-ID {node_id}")));
         }
         if own.spki_der != key.spki_der() {
-            return Err("the certificate is for another key".to_owned());
+            return Err(CryptoError::WrongIdentity("the certificate is for another key".to_owned()));
         }
         let identity = signer_identity_for(&own, &node_id);
         let mut known = BTreeMap::new();
@@ -119,7 +123,12 @@ impl CertCrypto {
 
     /// Learns the block's certificates, then finds and checks the one the
     /// signature names (§6.3.4).
-    fn signer(&self, sig: &Signature, security: &SecurityBlock, wall_s: u64) -> Result<Arc<VerifiedIdentity>, String> {
+    fn signer(
+        &self,
+        sig: &Signature,
+        security: &SecurityBlock,
+        wall: WallTime,
+    ) -> Result<Arc<VerifiedIdentity>, CryptoError> {
         let mut known = lock(&self.known);
         if known.len() >= NODE_CACHE {
             known.retain(|_, v| v.cert_der == self.cert_der);
@@ -128,7 +137,7 @@ impl CertCrypto {
             // A certificate that does not chain to the root is ignored;
             // a signature naming it then finds no signer.
             if let std::collections::btree_map::Entry::Vacant(e) = known.entry(sha256(&c.cert))
-                && let Ok(v) = self.anchor.verify(&c.cert, wall_s)
+                && let Ok(v) = self.anchor.verify(&c.cert, wall)
             {
                 e.insert(v);
             }
@@ -143,10 +152,8 @@ impl CertCrypto {
                 find_signer(other, &certs).map(|m| Arc::new(m.cert.clone()))
             }
         };
-        let cert = found.ok_or_else(|| "no certificate for the signer".to_owned())?;
-        if !cert.is_valid_at(wall_s) {
-            return Err(format!("signer certificate not valid at {wall_s}"));
-        }
+        let cert = found.ok_or(CryptoError::UnknownSigner)?;
+        cert.check_valid_at(wall.as_secs()).map_err(CryptoError::CertificateExpired)?;
         Ok(cert)
     }
 }
@@ -158,42 +165,51 @@ impl OverlayCrypto for CertCrypto {
         resource: &ResourceId,
         kind: KindId,
         data: &mut StoredData,
-    ) -> Option<GenericCertificate> {
+    ) -> Result<GenericCertificate, CryptoError> {
         let users = lock(&self.users);
-        let u = users.get(user)?;
-        let (bytes, is_array) = value_bytes(&data.value);
+        let u = users.get(user).ok_or_else(|| CryptoError::UnknownUser(user.to_owned()))?;
+        let (bytes, is_array) = value_bytes(&data.value).map_err(signing_failed)?;
         data.signature = sign_stored_data(&u.key, &u.identity, resource, kind, data.storage_time, &bytes, is_array)
-            .unwrap_or_else(|_| Signature::none());
-        Some(GenericCertificate::x509(u.cert_der.clone()))
+            .map_err(CryptoError::SigningFailed)?;
+        Ok(GenericCertificate::x509(u.cert_der.clone()))
     }
 
-    fn sign_message_as(&self, user: &str, overlay: u32, transaction_id: u64, contents: &[u8]) -> Option<SecurityBlock> {
+    fn sign_message_as(
+        &self,
+        user: &str,
+        overlay: u32,
+        transaction_id: u64,
+        contents: &[u8],
+    ) -> Result<SecurityBlock, CryptoError> {
         let users = lock(&self.users);
-        let u = users.get(user)?;
-        let signature = sign_message(&u.key, &u.identity, overlay, transaction_id, contents).ok()?;
-        Some(SecurityBlock { certificates: vec![GenericCertificate::x509(u.cert_der.clone())], signature })
+        let u = users.get(user).ok_or_else(|| CryptoError::UnknownUser(user.to_owned()))?;
+        let signature =
+            sign_message(&u.key, &u.identity, overlay, transaction_id, contents).map_err(CryptoError::SigningFailed)?;
+        Ok(SecurityBlock { certificates: vec![GenericCertificate::x509(u.cert_der.clone())], signature })
     }
 
-    fn add_user(&self, key_pkcs8: &[u8], cert_der: &[u8], wall_s: u64) -> Result<String, String> {
-        let key = KeyPair::from_pkcs8_der(key_pkcs8).map_err(|e| e.to_string())?;
-        let cert = self.anchor.verify(cert_der, wall_s)?;
+    fn add_user(&self, key_pkcs8: &[u8], cert_der: &[u8], wall: WallTime) -> Result<String, CryptoError> {
+        let key = KeyPair::from_pkcs8_der(key_pkcs8).map_err(CryptoError::CertificateInvalid)?;
+        let cert = self.anchor.verify(cert_der, wall)?;
         if !cert.node_ids.contains(&self.node_id) {
-            return Err(format!("the user certificate does not bind this node ({})", self.node_id));
+            let why = format!("the user certificate does not bind this node ({})", self.node_id);
+            return Err(CryptoError::WrongIdentity(why));
         }
         if cert.spki_der != key.spki_der() {
-            return Err("the user certificate is for another key".to_owned());
+            return Err(CryptoError::WrongIdentity("the user certificate is for another key".to_owned()));
         }
-        let user = cert.user.clone().ok_or_else(|| "the certificate names no user".to_owned())?;
+        let user =
+            cert.user.clone().ok_or_else(|| CryptoError::WrongIdentity("the certificate names no user".to_owned()))?;
         let identity = signer_identity_for(&cert, &self.node_id);
         lock(&self.known).insert(sha256(cert_der), Arc::clone(&cert));
         lock(&self.users).insert(user.clone(), UserIdentity { key, cert_der: cert_der.to_vec(), identity });
         Ok(user)
     }
 
-    fn sign_message(&self, overlay: u32, transaction_id: u64, contents: &[u8]) -> SecurityBlock {
+    fn sign_message(&self, overlay: u32, transaction_id: u64, contents: &[u8]) -> Result<SecurityBlock, CryptoError> {
         let signature = sign_message(&self.key, &self.identity, overlay, transaction_id, contents)
-            .unwrap_or_else(|_| Signature::none());
-        SecurityBlock { certificates: vec![GenericCertificate::x509(self.cert_der.clone())], signature }
+            .map_err(CryptoError::SigningFailed)?;
+        Ok(SecurityBlock { certificates: vec![GenericCertificate::x509(self.cert_der.clone())], signature })
     }
 
     fn verify_message(
@@ -202,19 +218,20 @@ impl OverlayCrypto for CertCrypto {
         transaction_id: u64,
         contents: &[u8],
         security: &SecurityBlock,
-        wall_s: u64,
-    ) -> Result<Signer, String> {
-        let cert = self.signer(&security.signature, security, wall_s)?;
+        wall: WallTime,
+    ) -> Result<Signer, CryptoError> {
+        let cert = self.signer(&security.signature, security, wall)?;
         verify_message(&security.signature, &cert.spki_der, overlay, transaction_id, contents)
-            .map_err(|e| e.to_string())?;
+            .map_err(CryptoError::from_verify)?;
         Ok(Signer { node_ids: cert.node_ids.clone(), user: cert.user.clone() })
     }
 
-    fn sign_stored(&self, resource: &ResourceId, kind: KindId, data: &mut StoredData) {
-        let (bytes, is_array) = value_bytes(&data.value);
+    fn sign_stored(&self, resource: &ResourceId, kind: KindId, data: &mut StoredData) -> Result<(), CryptoError> {
+        let (bytes, is_array) = value_bytes(&data.value).map_err(signing_failed)?;
         data.signature =
             sign_stored_data(&self.key, &self.identity, resource, kind, data.storage_time, &bytes, is_array)
-                .unwrap_or_else(|_| Signature::none());
+                .map_err(CryptoError::SigningFailed)?;
+        Ok(())
     }
 
     fn verify_stored(
@@ -223,18 +240,23 @@ impl OverlayCrypto for CertCrypto {
         kind: KindId,
         data: &StoredData,
         security: &SecurityBlock,
-        wall_s: u64,
-    ) -> Result<Signer, String> {
-        let cert = self.signer(&data.signature, security, wall_s)?;
-        let (bytes, is_array) = value_bytes(&data.value);
+        wall: WallTime,
+    ) -> Result<Signer, CryptoError> {
+        let cert = self.signer(&data.signature, security, wall)?;
+        // A value that cannot be encoded cannot carry a valid signature.
+        let (bytes, is_array) = value_bytes(&data.value).map_err(|_| CryptoError::BadSignature)?;
         verify_stored_data(&data.signature, &cert.spki_der, resource, kind, data.storage_time, &bytes, is_array)
-            .map_err(|e| e.to_string())?;
+            .map_err(CryptoError::from_verify)?;
         Ok(Signer { node_ids: cert.node_ids.clone(), user: cert.user.clone() })
     }
 }
 
-fn value_bytes(value: &StoredDataValue) -> (Vec<u8>, bool) {
-    (value.to_bytes().unwrap_or_default(), matches!(value, StoredDataValue::Array(_)))
+fn value_bytes(value: &StoredDataValue) -> Result<(Vec<u8>, bool), WireError> {
+    Ok((value.to_bytes()?, matches!(value, StoredDataValue::Array(_))))
+}
+
+fn signing_failed(e: WireError) -> CryptoError {
+    CryptoError::SigningFailed(SecurityError::Wire(e))
 }
 
 fn sha256(data: &[u8]) -> [u8; 32] {

@@ -40,7 +40,7 @@ impl OverlayNode {
         match body {
             Body::PingReq(_) => {
                 let response_id = rand::RngExt::random(&mut self.rng);
-                let time = self.wall_ms(now);
+                let time = self.wall(now).as_millis();
                 self.respond(now, &header, Body::PingAns(PingAns { response_id, time }), &[]);
             }
             Body::AttachReq(req) => self.on_attach_req(now, &header, req, origin, &signer),
@@ -69,12 +69,12 @@ impl OverlayNode {
                 if !self.responsible_for(&req.resource) && !self.holds_any(&req.resource) {
                     return self.respond_error(now, &header, ErrorCode::NOT_FOUND, "not responsible");
                 }
-                match self.store.fetch(&req, self.wall_ms(now)) {
+                match self.store.fetch(&req, self.wall(now)) {
                     Ok((ans, certs)) => self.respond(now, &header, Body::FetchAns(ans), &certs),
                     Err(e) => self.respond(now, &header, Body::Error(e), &[]),
                 }
             }
-            Body::StatReq(req) => match self.store.stat(&req, self.wall_ms(now)) {
+            Body::StatReq(req) => match self.store.stat(&req, self.wall(now)) {
                 Ok(ans) => self.respond(now, &header, Body::StatAns(ans), &[]),
                 Err(e) => self.respond(now, &header, Body::Error(e), &[]),
             },
@@ -178,7 +178,7 @@ impl OverlayNode {
                 self.complete(id, outcome);
             }
             (Purpose::User(id, UserOp::Fetch(resource, kind)), Body::FetchAns(ans)) => {
-                let wall_s = self.wall_ms(now) / 1000;
+                let wall = self.wall(now);
                 let mut values: Vec<StoredDataValue> = Vec::new();
                 for kr in ans.kind_responses.iter().filter(|k| k.kind == kind) {
                     for v in &kr.values {
@@ -186,9 +186,10 @@ impl OverlayNode {
                         if v.signature.is_none() {
                             continue;
                         }
-                        if let Err(e) = self.crypto.verify_stored(&resource, kind, v, &security, wall_s) {
+                        if let Err(e) = self.crypto.verify_stored(&resource, kind, v, &security, wall) {
                             debug!(node = %self.id, error = %e, "fetched value with a bad signature");
-                            return self.complete(id, Outcome::Failed(Failure::Error(ErrorCode::FORBIDDEN, e)));
+                            let why = e.to_string();
+                            return self.complete(id, Outcome::Failed(Failure::Error(ErrorCode::FORBIDDEN, why)));
                         }
                         values.push(v.value.clone());
                     }
@@ -303,7 +304,7 @@ impl OverlayNode {
         // replica holder is accepted too. Either way every value's own
         // signature and access policy are checked by verify_store.
         let plausible = self.table.neighbors().contains(origin) || self.links.contains(&origin) || responsible;
-        let wall = self.wall_ms(now);
+        let wall = self.wall(now);
         let resource = req.resource.clone();
         let had = req.kind_data.iter().all(|k| self.store.holds(&resource, k.kind));
         let token = match verify_store(req, signer, security, self.crypto.as_ref(), &self.config.kinds, plausible, wall)

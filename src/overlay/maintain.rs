@@ -303,7 +303,7 @@ impl OverlayNode {
     /// twice (identical replica stores are no-ops) and re-replicates what
     /// it lacked. Closes the gaps joins and crashes leave in hand-over.
     fn hand_back_copies(&mut self, now: Instant) {
-        let wall = self.wall_ms(now);
+        let wall = self.wall(now);
         for resource in self.store.resources() {
             if self.responsible_for(&resource) {
                 continue;
@@ -389,7 +389,7 @@ impl OverlayNode {
 
     /// Stores our copy of `resource` on each of `targets` (replica_number i).
     pub(super) fn replicate_resource(&mut self, now: Instant, resource: &ResourceId, targets: &[NodeId]) {
-        let wall = self.wall_ms(now);
+        let wall = self.wall(now);
         let Some((req, certs)) = self.store.replica_store_for(resource, 1, wall) else { return };
         for (i, peer) in targets.iter().enumerate() {
             if *peer == self.id {
@@ -402,7 +402,7 @@ impl OverlayNode {
 
     /// §10.5 step 6 / §10.7: the data in (old, new] now belongs to `new`.
     fn hand_over(&mut self, now: Instant, old: NodeId, new: NodeId) {
-        let wall = self.wall_ms(now);
+        let wall = self.wall(now);
         for resource in self.store.resources() {
             let Ok(point) = resource_point(&resource) else { continue };
             if in_half_open(point, old, new)
@@ -448,7 +448,7 @@ impl OverlayNode {
         }
         if !self.config.client {
             if let Some(succ) = self.table.neighbors().successor() {
-                let wall = self.wall_ms(now);
+                let wall = self.wall(now);
                 for resource in self.store.resources() {
                     if let Some((req, certs)) = self.store.replica_store_for(&resource, 1, wall) {
                         self.send_store(now, vec![Destination::Node(succ)], req, &certs);
@@ -495,15 +495,21 @@ impl OverlayNode {
             return Err(ApiError::UnknownKind(kind));
         }
         let resource = ResourceId::from_name(resource_name);
-        let mut data =
-            StoredData { storage_time: self.wall_ms(now), lifetime: lifetime_s, value, signature: Signature::none() };
+        let mut data = StoredData {
+            storage_time: self.wall(now).as_millis(),
+            lifetime: lifetime_s,
+            value,
+            signature: Signature::none(),
+        };
         let mut extra = Vec::new();
-        match as_user {
+        // §7.1: a value we cannot sign is not stored (nor sent unsigned).
+        let signed = match as_user {
             None => self.crypto.sign_stored(&resource, kind, &mut data),
-            Some(user) => match self.crypto.sign_stored_as(user, &resource, kind, &mut data) {
-                Some(cert) => extra.push(cert),
-                None => return Err(ApiError::UnknownUser(user.to_owned())),
-            },
+            Some(user) => self.crypto.sign_stored_as(user, &resource, kind, &mut data).map(|cert| extra.push(cert)),
+        };
+        if let Err(e) = signed {
+            self.count_signing_failure(&e);
+            return Err(ApiError::from_crypto(e));
         }
         let req = StoreReq {
             resource: resource.clone(),

@@ -14,5 +14,5 @@ pub mod node;
 
 pub use api::{ApiError, Command, Event, Failure, Outcome, OverlayConfig, RequestId, TimerReason, Transmit};
 pub use cert_crypto::{CertCrypto, TrustAnchor};
-pub use crypto::{OverlayCrypto, Signer};
+pub use crypto::{CryptoError, OverlayCrypto, Signer};
 pub use node::OverlayNode;

@@ -1,7 +1,7 @@
 //! The RELOAD node machine (RFC 6940 §6, §10): symmetric recursive routing,
 //! end-to-end transactions, join/update/leave and replication, sans-IO.
 //!
-//! Entry points take `now`; wall time is derived from the `wall_ms` given at
+//! Entry points take `now`; wall time is derived from the [`WallTime`] given at
 //! creation (resynchronised with [`OverlayNode::set_wall_clock`]). Request
 //! handling lives in `handlers.rs`, topology maintenance in `maintain.rs`.
 
@@ -14,8 +14,9 @@ use tracing::{debug, trace};
 
 use super::api::{ApiError, Command, Event, Failure, Outcome, OverlayConfig, RequestId, TimerReason, Transmit};
 use super::chord::{ChordConfig, NextHop, RoutingTable, in_half_open, resource_point};
-use super::crypto::{OverlayCrypto, Signer};
+use super::crypto::{CryptoError, OverlayCrypto, Signer};
 use crate::storage::DataStore;
+use crate::time::WallTime;
 use crate::wire::codec::{Codec, Writer};
 use crate::wire::error::{ErrorCode, ErrorResponse};
 use crate::wire::fragment::{Reassembler, Reassembly};
@@ -42,6 +43,9 @@ pub struct Counters {
     pub retransmissions: u64,
     pub transactions_failed: u64,
     pub errors_sent: u64,
+    /// Messages and values not sent because signing them failed (§6.3.4:
+    /// nothing leaves unsigned).
+    pub sign_failures: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,7 +99,7 @@ pub struct OverlayNode {
     pub(super) overlay: u32,
     pub(super) rng: ChaCha8Rng,
     pub(super) epoch: Instant,
-    pub(super) wall_epoch_ms: u64,
+    pub(super) wall_epoch: WallTime,
     pub(super) joined_at: Option<Instant>,
     pub(super) phase: Phase,
     pub(super) links: BTreeSet<NodeId>,
@@ -153,11 +157,12 @@ impl Counters {
         self.retransmissions += c.retransmissions;
         self.transactions_failed += c.transactions_failed;
         self.errors_sent += c.errors_sent;
+        self.sign_failures += c.sign_failures;
     }
 }
 
 impl OverlayNode {
-    /// `wall_ms`: wall-clock milliseconds since the Unix epoch at `now`
+    /// `wall`: the wall clock at `now`
     /// (storage lifetimes and certificate validity need wall time).
     pub fn new(
         config: OverlayConfig,
@@ -165,7 +170,7 @@ impl OverlayNode {
         crypto: Box<dyn OverlayCrypto>,
         seed: u64,
         now: Instant,
-        wall_ms: u64,
+        wall: WallTime,
     ) -> Self {
         let chord =
             ChordConfig { successors: config.neighbors, predecessors: config.neighbors, fingers: config.fingers };
@@ -177,7 +182,7 @@ impl OverlayNode {
             crypto,
             rng: ChaCha8Rng::seed_from_u64(seed),
             epoch: now,
-            wall_epoch_ms: wall_ms,
+            wall_epoch: wall,
             joined_at: None,
             phase: Phase::Idle,
             links: BTreeSet::new(),
@@ -227,9 +232,9 @@ impl OverlayNode {
     }
 
     /// Re-anchors wall time (the runtime calls this when the clock jumps).
-    pub fn set_wall_clock(&mut self, now: Instant, wall_ms: u64) {
+    pub fn set_wall_clock(&mut self, now: Instant, wall: WallTime) {
         self.epoch = now;
-        self.wall_epoch_ms = wall_ms;
+        self.wall_epoch = wall;
     }
 
     pub fn command(&mut self, now: Instant, cmd: Command) -> Result<RequestId, ApiError> {
@@ -331,7 +336,7 @@ impl OverlayNode {
         }
         self.expire_answers(now);
         self.reassembler.handle_timeout(now);
-        let wall = self.wall_ms(now);
+        let wall = self.wall(now);
         self.store.expire(wall);
         if self.next_stabilize.is_some_and(|t| t <= now) {
             self.stabilize(now);
@@ -423,9 +428,14 @@ impl OverlayNode {
 
     /// Adds a user identity to sign stores with ([`Command::StoreAs`]);
     /// returns the certificate's user name.
-    pub fn add_user_identity(&mut self, now: Instant, key_pkcs8: &[u8], cert_der: &[u8]) -> Result<String, String> {
-        let wall_s = self.wall_ms(now) / 1000;
-        self.crypto.add_user(key_pkcs8, cert_der, wall_s)
+    pub fn add_user_identity(
+        &mut self,
+        now: Instant,
+        key_pkcs8: &[u8],
+        cert_der: &[u8],
+    ) -> Result<String, CryptoError> {
+        let wall = self.wall(now);
+        self.crypto.add_user(key_pkcs8, cert_der, wall)
     }
 
     /// Where peers reach us (sent in Attach, §6.5.1): the runtime sets it
@@ -449,14 +459,14 @@ impl OverlayNode {
     /// wall time of the snapshot, a replica StoreReq with the lifetimes
     /// left, and the certificates its signatures need.
     pub fn export_records(&self, now: Instant) -> Vec<(ResourceId, Vec<u8>)> {
-        let wall = self.wall_ms(now);
+        let wall = self.wall(now);
         self.store
             .resources()
             .into_iter()
             .filter_map(|r| {
                 let (req, certs) = self.store.replica_store_for(&r, 1, wall)?;
                 let mut w = Writer::new();
-                w.u64(wall);
+                w.u64(wall.as_millis());
                 req.encode(&mut w);
                 SecurityBlock { certificates: certs, signature: crate::wire::security_block::Signature::none() }
                     .encode(&mut w);
@@ -471,7 +481,7 @@ impl OverlayNode {
     /// again (the file could have been tampered with). Returns how many
     /// resources were restored; a row that fails is skipped with its reason.
     pub fn restore_records(&mut self, now: Instant, rows: &[Vec<u8>]) -> (usize, Vec<String>) {
-        let wall = self.wall_ms(now);
+        let wall = self.wall(now);
         let me = Signer { node_ids: vec![self.id], user: None };
         let mut restored = 0;
         let mut problems = Vec::new();
@@ -491,7 +501,8 @@ impl OverlayNode {
                     continue;
                 }
             };
-            let gone = u32::try_from(wall.saturating_sub(saved) / 1000).unwrap_or(u32::MAX);
+            let gone = wall.saturating_duration_since(WallTime::from_millis(saved)).as_secs();
+            let gone = u32::try_from(gone).unwrap_or(u32::MAX);
             for k in &mut req.kind_data {
                 k.values.retain(|v| v.lifetime > gone);
                 for v in &mut k.values {
@@ -530,13 +541,13 @@ impl OverlayNode {
 
     // ---- internals shared by the other files of this module ----
 
-    pub(super) fn wall_ms(&self, now: Instant) -> u64 {
-        let since = now.saturating_duration_since(self.epoch).as_millis();
-        self.wall_epoch_ms.saturating_add(u64::try_from(since).unwrap_or(u64::MAX))
+    /// The wall time at `now`, from the anchor the runtime gave us.
+    pub(super) fn wall(&self, now: Instant) -> WallTime {
+        self.wall_epoch.saturating_add(now.saturating_duration_since(self.epoch))
     }
 
-    fn instant_at(&self, wall_ms: u64) -> Instant {
-        self.epoch + Duration::from_millis(wall_ms.saturating_sub(self.wall_epoch_ms))
+    fn instant_at(&self, wall: WallTime) -> Instant {
+        self.epoch + wall.saturating_duration_since(self.wall_epoch)
     }
 
     fn require_joined(&self) -> Result<(), ApiError> {
@@ -659,7 +670,8 @@ impl OverlayNode {
                 self.answered_order.push_back((until, request.transaction_id));
                 self.process(now, None, bytes);
             }
-            Err(e) => debug!(node = %self.id, error = ?e, "could not encode a response"),
+            // Not sent: the requester's retransmissions time out instead.
+            Err(e) => debug!(node = %self.id, error = %e, "could not encode or sign a response"),
         }
     }
 
@@ -676,8 +688,16 @@ impl OverlayNode {
         }
     }
 
+    /// Counts a failure to sign (an unknown user is the caller's mistake,
+    /// not the signer's, and is not counted).
+    pub(super) fn count_signing_failure(&mut self, e: &CryptoError) {
+        if !matches!(e, CryptoError::UnknownUser(_)) {
+            self.counters.sign_failures += 1;
+        }
+    }
+
     fn encode(
-        &self,
+        &mut self,
         txid: u64,
         destination: Vec<Destination>,
         via: Vec<Destination>,
@@ -689,12 +709,17 @@ impl OverlayNode {
         header.ttl = self.config.initial_ttl;
         header.via_list = via;
         let contents = MessageContents::new(body).to_bytes().map_err(|e| ApiError::Encode(e.to_string()))?;
-        let mut security: SecurityBlock = match as_user {
+        // §6.3.4: every message is signed; one we cannot sign is not sent.
+        let signed = match as_user {
             None => self.crypto.sign_message(self.overlay, txid, &contents),
-            Some(u) => self
-                .crypto
-                .sign_message_as(u, self.overlay, txid, &contents)
-                .ok_or_else(|| ApiError::UnknownUser(u.to_owned()))?,
+            Some(u) => self.crypto.sign_message_as(u, self.overlay, txid, &contents),
+        };
+        let mut security: SecurityBlock = match signed {
+            Ok(s) => s,
+            Err(e) => {
+                self.count_signing_failure(&e);
+                return Err(ApiError::from_crypto(e));
+            }
         };
         security.certificates.extend(extra_certs.iter().cloned());
         assemble(&header, &contents, &security).map_err(|e| ApiError::Encode(e.to_string()))
@@ -860,9 +885,9 @@ impl OverlayNode {
             }
             return;
         };
-        let wall_s = self.wall_ms(now) / 1000;
+        let wall = self.wall(now);
         // §6.3.4: the destination verifies every message and drops failures.
-        let signer = match self.crypto.verify_message(self.overlay, header.transaction_id, contents, &block, wall_s) {
+        let signer = match self.crypto.verify_message(self.overlay, header.transaction_id, contents, &block, wall) {
             Ok(s) => s,
             Err(e) => {
                 self.counters.dropped_signature += 1;

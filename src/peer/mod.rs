@@ -20,6 +20,7 @@ use tracing::{info, warn};
 use crate::overlay::{ApiError, Command, Event, Outcome, OverlayNode, RequestId};
 use crate::sip::edge::SipEdge;
 use crate::sip::transaction::TransportAddr;
+use crate::time::WallTime;
 use crate::usage::{SipUsage, UsageEvent, node_ref};
 use crate::wire::NodeId;
 use crate::wire::attach::{IceCandidate, OverlayLinkType};
@@ -113,7 +114,7 @@ pub struct Peer {
     own: BTreeMap<RequestId, OwnOp>,
     events: VecDeque<PeerEvent>,
     /// Wall clock at `wall_anchor.0`: wall time is derived from `now`.
-    wall_anchor: (Instant, u64),
+    wall_anchor: (Instant, WallTime),
     /// When the SIP registrations this peer serves are stored again.
     restore_at: Option<Instant>,
     last_restore: Option<Instant>,
@@ -131,9 +132,9 @@ enum OwnOp {
 }
 
 impl Peer {
-    /// A peer that starts bootstrapping at `now`; `wall_ms` is the wall
+    /// A peer that starts bootstrapping at `now`; `wall` is the wall
     /// clock at `now`. `sip`: the SIP edge this peer serves, if any.
-    pub fn new(cfg: PeerConfig, overlay: OverlayNode, sip: Option<SipEdge>, now: Instant, wall_ms: u64) -> Peer {
+    pub fn new(cfg: PeerConfig, overlay: OverlayNode, sip: Option<SipEdge>, now: Instant, wall: WallTime) -> Peer {
         let mut overlay = overlay;
         if let Some(a) = cfg.advertise {
             overlay.set_candidates(vec![host_candidate(a, cfg.link_type)]);
@@ -147,7 +148,7 @@ impl Peer {
             links: links::Links::default(),
             own: BTreeMap::new(),
             events: VecDeque::new(),
-            wall_anchor: (now, wall_ms),
+            wall_anchor: (now, wall),
             restore_at: None,
             last_restore: None,
             unlinked_drops: 0,
@@ -215,18 +216,23 @@ impl Peer {
         self.cfg.bootstrap = list;
     }
 
-    /// Wall time (ms since the Unix epoch) at `now`.
-    pub fn wall_ms(&self, now: Instant) -> u64 {
+    /// Wall time at `now`.
+    pub fn wall(&self, now: Instant) -> WallTime {
         let (at, wall) = self.wall_anchor;
-        let since = now.saturating_duration_since(at).as_millis();
-        wall.saturating_add(u64::try_from(since).unwrap_or(u64::MAX))
+        wall.saturating_add(now.saturating_duration_since(at))
+    }
+
+    /// The SIP edge (and the usage feeding it) still take wall time as
+    /// u64 milliseconds; converted here, at that boundary.
+    fn sip_wall_ms(&self, now: Instant) -> u64 {
+        self.wall(now).as_millis()
     }
 
     /// Re-anchors wall time (the runtime calls this every second so a
     /// stepped system clock is followed).
-    pub fn set_wall_clock(&mut self, now: Instant, wall_ms: u64) {
-        self.wall_anchor = (now, wall_ms);
-        self.overlay.set_wall_clock(now, wall_ms);
+    pub fn set_wall_clock(&mut self, now: Instant, wall: WallTime) {
+        self.wall_anchor = (now, wall);
+        self.overlay.set_wall_clock(now, wall);
     }
 
     /// An owner's request of the overlay (operator commands); its outcome
@@ -276,7 +282,7 @@ impl Peer {
         if self.overlay.poll_timeout().is_some_and(|(t, _)| t <= now) {
             self.overlay.handle_timeout(now);
         }
-        let wall = self.wall_ms(now);
+        let wall = self.sip_wall_ms(now);
         if let Some((edge, _)) = self.sip.as_mut()
             && edge.poll_timeout().is_some_and(|t| t <= now)
         {
@@ -346,7 +352,7 @@ impl Peer {
 
     /// A SIP message from a phone.
     pub fn handle_sip_local(&mut self, now: Instant, bytes: &[u8], from: TransportAddr) {
-        let wall = self.wall_ms(now);
+        let wall = self.sip_wall_ms(now);
         if let Some((edge, _)) = self.sip.as_mut() {
             edge.handle_local(now, wall, bytes, from);
             self.process(now);
@@ -355,7 +361,7 @@ impl Peer {
 
     /// A SIP message from another node over its node-to-node connection.
     pub fn handle_sip_node(&mut self, now: Instant, from: NodeId, bytes: &[u8]) {
-        let wall = self.wall_ms(now);
+        let wall = self.sip_wall_ms(now);
         if let Some((edge, _)) = self.sip.as_mut() {
             edge.handle_node(now, wall, node_ref(from), bytes);
             self.process(now);
@@ -364,7 +370,7 @@ impl Peer {
 
     /// A phone's stream connection (flow) closed.
     pub fn handle_sip_flow_closed(&mut self, now: Instant, flow: u64) {
-        let wall = self.wall_ms(now);
+        let wall = self.sip_wall_ms(now);
         if let Some((edge, _)) = self.sip.as_mut() {
             edge.handle_flow_closed(now, wall, flow);
             self.process(now);
@@ -373,7 +379,7 @@ impl Peer {
 
     /// A message for a phone could not be sent.
     pub fn handle_sip_local_unreachable(&mut self, now: Instant, to: TransportAddr) {
-        let wall = self.wall_ms(now);
+        let wall = self.sip_wall_ms(now);
         if let Some((edge, _)) = self.sip.as_mut() {
             edge.handle_local_unreachable(now, wall, to);
             self.process(now);
@@ -396,7 +402,7 @@ impl Peer {
 
     /// A SIP dial to `node` failed.
     pub fn handle_sip_node_failed(&mut self, now: Instant, node: NodeId, why: &str) {
-        let wall = self.wall_ms(now);
+        let wall = self.sip_wall_ms(now);
         if let Some((edge, usage)) = self.sip.as_mut() {
             usage.node_failed(now, wall, node, why, edge);
             self.process(now);
@@ -407,7 +413,7 @@ impl Peer {
 
     /// Runs the machines against each other until neither has more to say.
     fn process(&mut self, now: Instant) {
-        let wall = self.wall_ms(now);
+        let wall = self.sip_wall_ms(now);
         loop {
             let mut progressed = false;
             while let Some(ev) = self.overlay.poll_event() {

@@ -38,6 +38,11 @@ impl VerifiedIdentity {
     pub fn is_valid_at(&self, now: u64) -> bool {
         validity_error(self.not_before, self.not_after, now).is_none()
     }
+
+    /// [`Self::is_valid_at`] saying which bound `now` is outside of.
+    pub fn check_valid_at(&self, now: u64) -> Result<(), SecurityError> {
+        validity_error(self.not_before, self.not_after, now).map_or(Ok(()), Err)
+    }
 }
 
 /// The SubjectAltName URI naming `node_id` in `overlay` (§11.3):

@@ -17,11 +17,14 @@
 use sha2::{Digest, Sha256};
 
 use crate::overlay::{OverlayCrypto, Signer};
+use crate::security::SecurityError;
+use crate::security::seam::CryptoError;
+use crate::time::WallTime;
 use crate::wire::security_block::{
     GenericCertificate, SecurityBlock, Signature, SignatureAndHashAlgorithm, SignerIdentity,
 };
 use crate::wire::storage::{StoredData, StoredDataValue};
-use crate::wire::{Codec, KindId, NODE_ID_LEN, NodeId, ResourceId, Writer};
+use crate::wire::{Codec, KindId, NODE_ID_LEN, NodeId, ResourceId, WireError, Writer};
 
 /// The algorithm code points a fast signature carries.
 pub const FAST_ALGORITHM: SignatureAndHashAlgorithm = SignatureAndHashAlgorithm { hash: 4, signature: 224 };
@@ -79,37 +82,38 @@ impl FastCrypto {
     }
 
     /// Checks `sig` over `input` and names the signer.
-    fn check(&self, sig: &Signature, input: &[u8]) -> Result<Signer, String> {
+    fn check(&self, sig: &Signature, input: &[u8]) -> Result<Signer, CryptoError> {
         if sig.algorithm != FAST_ALGORITHM {
-            return Err(format!("not a fast signature: {:?}", sig.algorithm));
+            let SignatureAndHashAlgorithm { hash, signature } = sig.algorithm;
+            return Err(CryptoError::UnsupportedAlgorithm(SecurityError::UnsupportedAlgorithm { hash, signature }));
         }
         if let SignerIdentity::CertHash { certificate_hash: who, .. } = &sig.identity {
-            let (id, user) = who.split_at_checked(NODE_ID_LEN).ok_or_else(|| "bad signer identity".to_owned())?;
-            let signer = NodeId(id.try_into().map_err(|_| "bad signer identity".to_owned())?);
+            let (id, user) = who.split_at_checked(NODE_ID_LEN).ok_or(CryptoError::UnknownSigner)?;
+            let signer = NodeId(id.try_into().map_err(|_| CryptoError::UnknownSigner)?);
             if digest(&signer, &[user, input].concat()) != sig.value {
-                return Err("bad signature".into());
+                return Err(CryptoError::BadSignature);
             }
-            let user = String::from_utf8(user.to_vec()).map_err(|_| "user name is not UTF-8".to_owned())?;
+            let user = String::from_utf8(user.to_vec()).map_err(|_| CryptoError::UnknownSigner)?;
             return Ok(Signer { node_ids: vec![signer], user: Some(user) });
         }
         let signer = match &sig.identity {
             SignerIdentity::CertHashNodeId { certificate_node_id_hash: h, .. } => {
-                let id: [u8; NODE_ID_LEN] = h.as_slice().try_into().map_err(|_| "bad signer identity".to_owned())?;
+                let id: [u8; NODE_ID_LEN] = h.as_slice().try_into().map_err(|_| CryptoError::UnknownSigner)?;
                 NodeId(id)
             }
-            other => return Err(format!("unexpected signer identity {other:?}")),
+            _ => return Err(CryptoError::UnknownSigner),
         };
         if digest(&signer, input) != sig.value {
-            return Err("bad signature".into());
+            return Err(CryptoError::BadSignature);
         }
         Ok(Signer { node_ids: vec![signer], user: Some(user_name(&signer, &self.overlay)) })
     }
 }
 
 impl OverlayCrypto for FastCrypto {
-    fn sign_message(&self, overlay: u32, transaction_id: u64, contents: &[u8]) -> SecurityBlock {
+    fn sign_message(&self, overlay: u32, transaction_id: u64, contents: &[u8]) -> Result<SecurityBlock, CryptoError> {
         let input = message_input(overlay, transaction_id, contents);
-        SecurityBlock { certificates: Vec::new(), signature: self.sign(&input) }
+        Ok(SecurityBlock { certificates: Vec::new(), signature: self.sign(&input) })
     }
 
     fn verify_message(
@@ -118,14 +122,16 @@ impl OverlayCrypto for FastCrypto {
         transaction_id: u64,
         contents: &[u8],
         security: &SecurityBlock,
-        _wall_s: u64,
-    ) -> Result<Signer, String> {
+        _wall: WallTime,
+    ) -> Result<Signer, CryptoError> {
         self.check(&security.signature, &message_input(overlay, transaction_id, contents))
     }
 
-    fn sign_stored(&self, resource: &ResourceId, kind: KindId, data: &mut StoredData) {
-        let input = stored_input(resource, kind, data.storage_time, &data.value);
+    fn sign_stored(&self, resource: &ResourceId, kind: KindId, data: &mut StoredData) -> Result<(), CryptoError> {
+        let input = stored_input(resource, kind, data.storage_time, &data.value)
+            .map_err(|e| CryptoError::SigningFailed(SecurityError::Wire(e)))?;
         data.signature = self.sign(&input);
+        Ok(())
     }
 
     fn verify_stored(
@@ -134,9 +140,12 @@ impl OverlayCrypto for FastCrypto {
         kind: KindId,
         data: &StoredData,
         _security: &SecurityBlock,
-        _wall_s: u64,
-    ) -> Result<Signer, String> {
-        self.check(&data.signature, &stored_input(resource, kind, data.storage_time, &data.value))
+        _wall: WallTime,
+    ) -> Result<Signer, CryptoError> {
+        // A value that cannot be encoded cannot carry a valid signature.
+        let input =
+            stored_input(resource, kind, data.storage_time, &data.value).map_err(|_| CryptoError::BadSignature)?;
+        self.check(&data.signature, &input)
     }
 
     /// Any user: the stand-in holds no user certificates (it is not
@@ -147,15 +156,22 @@ impl OverlayCrypto for FastCrypto {
         resource: &ResourceId,
         kind: KindId,
         data: &mut StoredData,
-    ) -> Option<GenericCertificate> {
-        let input = stored_input(resource, kind, data.storage_time, &data.value);
+    ) -> Result<GenericCertificate, CryptoError> {
+        let input = stored_input(resource, kind, data.storage_time, &data.value)
+            .map_err(|e| CryptoError::SigningFailed(SecurityError::Wire(e)))?;
         data.signature = self.sign_as(user, &input);
-        Some(GenericCertificate::x509(Vec::new()))
+        Ok(GenericCertificate::x509(Vec::new()))
     }
 
-    fn sign_message_as(&self, user: &str, overlay: u32, transaction_id: u64, contents: &[u8]) -> Option<SecurityBlock> {
+    fn sign_message_as(
+        &self,
+        user: &str,
+        overlay: u32,
+        transaction_id: u64,
+        contents: &[u8],
+    ) -> Result<SecurityBlock, CryptoError> {
         let input = message_input(overlay, transaction_id, contents);
-        Some(SecurityBlock { certificates: Vec::new(), signature: self.sign_as(user, &input) })
+        Ok(SecurityBlock { certificates: Vec::new(), signature: self.sign_as(user, &input) })
     }
 }
 
@@ -175,14 +191,18 @@ fn message_input(overlay: u32, transaction_id: u64, contents: &[u8]) -> Vec<u8> 
 }
 
 /// §7.1's input: resource, kind, storage time and the value as on the wire.
-fn stored_input(resource: &ResourceId, kind: KindId, storage_time: u64, value: &StoredDataValue) -> Vec<u8> {
+fn stored_input(
+    resource: &ResourceId,
+    kind: KindId,
+    storage_time: u64,
+    value: &StoredDataValue,
+) -> Result<Vec<u8>, WireError> {
     let mut w = Writer::new();
     resource.encode(&mut w);
     kind.encode(&mut w);
     w.u64(storage_time);
     value.encode(&mut w);
-    // An unencodable value gets an input no signature matches.
-    w.finish().unwrap_or_default()
+    w.finish()
 }
 
 #[cfg(test)]
@@ -203,23 +223,23 @@ mod tests {
     fn message_signature_round_trip_and_tamper() {
         let a = FastCrypto::new(id(7), "o.example");
         let b = FastCrypto::new(id(9), "o.example");
-        let block = a.sign_message(1, 2, b"contents");
-        let signer = b.verify_message(1, 2, b"contents", &block, 0).unwrap();
+        let block = a.sign_message(1, 2, b"contents").unwrap();
+        let signer = b.verify_message(1, 2, b"contents", &block, WallTime::UNIX_EPOCH).unwrap();
         assert_eq!(signer.node_ids, vec![id(7)]);
         assert_eq!(signer.user.as_deref(), Some(user_name(&id(7), "o.example").as_str()));
-        assert!(b.verify_message(1, 3, b"contents", &block, 0).is_err());
-        assert!(b.verify_message(1, 2, b"contentz", &block, 0).is_err());
+        assert!(b.verify_message(1, 3, b"contents", &block, WallTime::UNIX_EPOCH).is_err());
+        assert!(b.verify_message(1, 2, b"contentz", &block, WallTime::UNIX_EPOCH).is_err());
         let mut bad = block.clone();
         bad.signature.value[0] ^= 1;
-        assert!(b.verify_message(1, 2, b"contents", &bad, 0).is_err());
+        assert!(b.verify_message(1, 2, b"contents", &bad, WallTime::UNIX_EPOCH).is_err());
         // Claiming another signer without recomputing the digest fails.
         let mut forged = block.clone();
         forged.signature.identity =
             SignerIdentity::CertHashNodeId { hash_alg: 4, certificate_node_id_hash: id(9).0.to_vec() };
-        assert!(b.verify_message(1, 2, b"contents", &forged, 0).is_err());
+        assert!(b.verify_message(1, 2, b"contents", &forged, WallTime::UNIX_EPOCH).is_err());
         let mut wrong_alg = block;
         wrong_alg.signature.algorithm = SignatureAndHashAlgorithm::ED25519;
-        assert!(b.verify_message(1, 2, b"contents", &wrong_alg, 0).is_err());
+        assert!(b.verify_message(1, 2, b"contents", &wrong_alg, WallTime::UNIX_EPOCH).is_err());
     }
 
     #[test]
@@ -232,16 +252,16 @@ mod tests {
             value: StoredDataValue::Single(DataValue::new(b"v".to_vec())),
             signature: Signature::none(),
         };
-        a.sign_stored(&r, KindId::CHORDPHONE_TEST, &mut data);
+        a.sign_stored(&r, KindId::CHORDPHONE_TEST, &mut data).unwrap();
         let empty = SecurityBlock { certificates: vec![], signature: Signature::none() };
-        let s = a.verify_stored(&r, KindId::CHORDPHONE_TEST, &data, &empty, 0).unwrap();
+        let s = a.verify_stored(&r, KindId::CHORDPHONE_TEST, &data, &empty, WallTime::UNIX_EPOCH).unwrap();
         assert_eq!(s.node_ids, vec![id(7)]);
-        assert!(a.verify_stored(&r, KindId::SIP_REGISTRATION, &data, &empty, 0).is_err());
+        assert!(a.verify_stored(&r, KindId::SIP_REGISTRATION, &data, &empty, WallTime::UNIX_EPOCH).is_err());
         let mut changed = data.clone();
         changed.value = StoredDataValue::Single(DataValue::new(b"w".to_vec()));
-        assert!(a.verify_stored(&r, KindId::CHORDPHONE_TEST, &changed, &empty, 0).is_err());
+        assert!(a.verify_stored(&r, KindId::CHORDPHONE_TEST, &changed, &empty, WallTime::UNIX_EPOCH).is_err());
         let mut older = data;
         older.storage_time = 4;
-        assert!(a.verify_stored(&r, KindId::CHORDPHONE_TEST, &older, &empty, 0).is_err());
+        assert!(a.verify_stored(&r, KindId::CHORDPHONE_TEST, &older, &empty, WallTime::UNIX_EPOCH).is_err());
     }
 }

@@ -38,7 +38,7 @@ pub use real_crypto::{RealCrypto, SimPki};
 pub use reference::RingCheck;
 pub use report::{Metrics, SimReport};
 pub use scenario::{run, try_run};
-pub use world::{SIM_EPOCH_MS, Simulation};
+pub use world::{SIM_EPOCH, Simulation};
 
 use crate::overlay::ApiError;
 use crate::wire::NodeId;

@@ -192,7 +192,7 @@ impl Simulation {
             self.queue.push(self.now + US_PER_S, Ev::Step(Step::Rehome { phone: i }));
             return;
         };
-        let (now, wall) = (self.instant(), self.wall_ms());
+        let (now, wall) = (self.instant(), self.wall());
         let Some(ph) = self.phones.list.get(i as usize) else { return };
         let (aor, password, first) = (ph.aor.clone(), ph.password.clone(), ph.home.is_none());
         let node = self.id_of(home);
@@ -210,13 +210,13 @@ impl Simulation {
             realm: realm.clone(),
             ha1_md5: digest::ha1(DigestAlgorithm::Md5, &user, &realm, &password),
             ha1_sha256: digest::ha1(DigestAlgorithm::Sha256, &user, &realm, &password),
-            created_unix_s: wall / 1000,
+            created_unix_s: wall.as_secs(),
         };
         let Some(peer) = self.slot_mut(home).and_then(|sl| sl.node.as_deref_mut()) else { return };
         if let Some((key, cert)) = identity
             && let Err(e) = peer.overlay_mut().add_user_identity(now, &key, &cert)
         {
-            self.metrics.note_failure("phone identity", e);
+            self.metrics.note_failure("phone identity", e.to_string());
             return;
         }
         if let Some(edge) = peer.sip_edge_mut() {

@@ -14,6 +14,7 @@ use super::fast_crypto::user_name;
 pub use crate::overlay::cert_crypto::CertCrypto as RealCrypto;
 use crate::overlay::cert_crypto::TrustAnchor;
 use crate::security::{KeyPair, OverlayCa, SecurityError};
+use crate::time::WallTime;
 use crate::wire::NodeId;
 
 /// Certificates are valid for ten years from the simulation's wall epoch.
@@ -33,9 +34,9 @@ pub struct SimPki {
 }
 
 impl SimPki {
-    /// A CA for `overlay` whose key comes from `seed`, valid from `wall_s`.
-    pub fn new(overlay: &str, seed: [u8; 32], wall_s: u64) -> Result<Arc<Self>, SecurityError> {
-        let not_before = wall_s.saturating_sub(86_400);
+    /// A CA for `overlay` whose key comes from `seed`, valid from a day before `wall`.
+    pub fn new(overlay: &str, seed: [u8; 32], wall: WallTime) -> Result<Arc<Self>, SecurityError> {
+        let not_before = wall.as_secs().saturating_sub(86_400);
         let ca = OverlayCa::create(overlay, ed25519_key(seed)?, not_before, not_before + VALIDITY_S)?;
         let anchor = TrustAnchor::new(overlay, ca.cert_der().to_vec());
         Ok(Arc::new(SimPki { overlay: overlay.to_owned(), ca, not_before, anchor }))
@@ -48,8 +49,8 @@ impl SimPki {
         let user = user_name(&node_id, &self.overlay);
         let cert_der =
             self.ca.issue(&key.spki_der(), Some(&user), &[node_id], self.not_before, self.not_before + VALIDITY_S)?;
-        RealCrypto::new(Arc::clone(&self.anchor), key, cert_der, node_id, self.not_before + 1)
-            .map_err(SecurityError::Issue)
+        RealCrypto::new(Arc::clone(&self.anchor), key, cert_der, node_id, WallTime::from_secs(self.not_before + 1))
+            .map_err(|e| SecurityError::Issue(e.to_string()))
     }
 
     /// A user certificate binding `user` and `node_id` (RFC 7904: what a
@@ -78,14 +79,14 @@ mod tests {
     use crate::wire::storage::{StoredData, StoredDataValue};
     use crate::wire::{KindId, ResourceId};
 
-    const WALL: u64 = 1_767_225_600;
+    const WALL: WallTime = WallTime::from_secs(1_767_225_600);
 
     #[test]
     fn enrolled_nodes_verify_each_other() {
         let pki = SimPki::new("o.example", [1; 32], WALL).unwrap();
         let a = pki.enroll(NodeId::from_u128(1), [2; 32]).unwrap();
         let b = pki.enroll(NodeId::from_u128(2), [3; 32]).unwrap();
-        let block = a.sign_message(9, 10, b"hello");
+        let block = a.sign_message(9, 10, b"hello").unwrap();
         let s = b.verify_message(9, 10, b"hello", &block, WALL).unwrap();
         assert_eq!(s.node_ids, vec![NodeId::from_u128(1)]);
         assert_eq!(s.user, Some(user_name(&NodeId::from_u128(1), "o.example")));
@@ -95,7 +96,7 @@ mod tests {
         assert!(b.verify_message(9, 10, b"hello", &bad, WALL).is_err());
         // Same seed, same bytes.
         let a2 = pki.enroll(NodeId::from_u128(1), [2; 32]).unwrap();
-        assert_eq!(a2.sign_message(9, 10, b"hello"), block);
+        assert_eq!(a2.sign_message(9, 10, b"hello").unwrap(), block);
     }
 
     #[test]
@@ -110,8 +111,8 @@ mod tests {
             value: StoredDataValue::Single(DataValue::new(b"v".to_vec())),
             signature: Signature::none(),
         };
-        a.sign_stored(&r, KindId::CHORDPHONE_TEST, &mut data);
-        let carried = a.sign_message(0, 0, b"");
+        a.sign_stored(&r, KindId::CHORDPHONE_TEST, &mut data).unwrap();
+        let carried = a.sign_message(0, 0, b"").unwrap();
         let empty = SecurityBlock { certificates: vec![], signature: Signature::none() };
         // b has never seen a's certificate.
         assert!(b.verify_stored(&r, KindId::CHORDPHONE_TEST, &data, &empty, WALL).is_err());
@@ -128,7 +129,7 @@ mod tests {
         let other = SimPki::new("o.example", [7; 32], WALL).unwrap();
         let mallory = other.enroll(NodeId::from_u128(5), [8; 32]).unwrap();
         let b = pki.enroll(NodeId::from_u128(2), [3; 32]).unwrap();
-        let block = mallory.sign_message(0, 1, b"x");
+        let block = mallory.sign_message(0, 1, b"x").unwrap();
         assert!(b.verify_message(0, 1, b"x", &block, WALL).is_err());
     }
 }

@@ -21,6 +21,7 @@ use super::report::Metrics;
 use super::scenario::Workload;
 use crate::overlay::{ApiError, Command, Outcome, OverlayConfig, OverlayCrypto, OverlayNode, RequestId};
 use crate::peer::{Peer, PeerConfig, PeerEvent, PeerState, Transmit};
+use crate::time::WallTime;
 use crate::wire::NodeId;
 use crate::wire::attach::OverlayLinkType;
 
@@ -29,7 +30,7 @@ pub(super) type UserIdentity = (Vec<u8>, Vec<u8>);
 
 /// Wall clock at virtual time zero: 2026-01-01T00:00:00Z, so certificate
 /// validity and storage times are the same in every run.
-pub const SIM_EPOCH_MS: u64 = 1_767_225_600_000;
+pub const SIM_EPOCH: WallTime = WallTime::from_millis(1_767_225_600_000);
 
 /// A node that has not joined this long after its last attempt tries again
 /// through another bootstrap peer.
@@ -133,6 +134,7 @@ impl Simulation {
             config,
             // The one clock read: a base that virtual offsets are added to;
             // never read again, so runs stay deterministic.
+            #[allow(clippy::disallowed_methods)] // reviewed: the anchor for virtual time
             base: Instant::now(), // layering: allowed (anchor for virtual time)
             now: 0,
             queue: Queue::default(),
@@ -281,8 +283,8 @@ impl Simulation {
         self.base + Duration::from_micros(self.now)
     }
 
-    pub(super) fn wall_ms(&self) -> u64 {
-        SIM_EPOCH_MS + self.now / 1000
+    pub(super) fn wall(&self) -> WallTime {
+        SIM_EPOCH.saturating_add(Duration::from_micros(self.now))
     }
 
     pub(super) fn slot(&self, s: SlotId) -> Option<&Slot> {
@@ -341,7 +343,7 @@ impl Simulation {
         let key_seed: [u8; 32] = self.rng.random();
         let crypto = self.crypto.make(id, key_seed)?;
         let s = SlotId::try_from(self.slots.len()).map_err(|_| SimError::InvalidOption("too many nodes".into()))?;
-        let mut node = OverlayNode::new(self.config.clone(), id, crypto, seed, self.instant(), self.wall_ms());
+        let mut node = OverlayNode::new(self.config.clone(), id, crypto, seed, self.instant(), self.wall());
         let edge = self.make_edge(id, s)?;
         if edge.is_some() {
             node.set_app_candidates(Self::app_candidates(s));
@@ -364,7 +366,7 @@ impl Simulation {
             bootstrap,
             client: false,
         };
-        let peer = Peer::new(cfg, node, edge, self.instant(), self.wall_ms());
+        let peer = Peer::new(cfg, node, edge, self.instant(), self.wall());
         self.note_live_change();
         self.slots.push(Slot {
             id,
@@ -588,8 +590,7 @@ impl CryptoSource {
         Ok(match mode {
             CryptoMode::Fast => CryptoSource::Fast { overlay: overlay.to_owned() },
             CryptoMode::Real => {
-                let pki =
-                    SimPki::new(overlay, ca_seed, SIM_EPOCH_MS / 1000).map_err(|e| SimError::Crypto(e.to_string()))?;
+                let pki = SimPki::new(overlay, ca_seed, SIM_EPOCH).map_err(|e| SimError::Crypto(e.to_string()))?;
                 CryptoSource::Real { pki }
             }
         })

@@ -4,6 +4,7 @@
 use sha2::{Digest, Sha256};
 
 use super::store::{CertList, DataStore, EntryKey, Held, KindRecord, Resource};
+use crate::time::WallTime;
 use crate::wire::error::{ErrorCode, ErrorResponse};
 use crate::wire::security_block::GenericCertificate;
 use crate::wire::storage::{
@@ -24,18 +25,18 @@ const SHA256: u8 = 4;
 impl DataStore {
     /// Answers a Fetch (§7.4.2), with the certificates that verify the
     /// values returned (§6.3.4: the answer's security block carries them).
-    pub fn fetch(&self, req: &FetchReq, wall_ms: u64) -> Result<(FetchAns, Vec<GenericCertificate>), ErrorResponse> {
+    pub fn fetch(&self, req: &FetchReq, wall: WallTime) -> Result<(FetchAns, Vec<GenericCertificate>), ErrorResponse> {
         self.check_kinds(&req.specifiers)?;
         let mut certs = CertList::default();
         let mut kind_responses = Vec::with_capacity(req.specifiers.len());
         for spec in &req.specifiers {
-            let (record, picks) = self.pick(&req.resource, spec, wall_ms)?;
+            let (record, picks) = self.pick(&req.resource, spec, wall)?;
             let values = picks
                 .into_iter()
                 .map(|p| match p {
                     Pick::Held(h) => {
                         certs.add(&h.certs);
-                        h.at(wall_ms)
+                        h.at(wall)
                     }
                     Pick::Missing(key) => nonexistent(key),
                 })
@@ -46,12 +47,12 @@ impl DataStore {
     }
 
     /// Answers a Stat (§7.4.3): Fetch's selection, described by metadata.
-    pub fn stat(&self, req: &StatReq, wall_ms: u64) -> Result<StatAns, ErrorResponse> {
+    pub fn stat(&self, req: &StatReq, wall: WallTime) -> Result<StatAns, ErrorResponse> {
         self.check_kinds(&req.specifiers)?;
         let mut kind_responses = Vec::with_capacity(req.specifiers.len());
         for spec in &req.specifiers {
-            let (record, picks) = self.pick(&req.resource, spec, wall_ms)?;
-            let values = picks.into_iter().filter_map(|p| meta(p, wall_ms)).collect();
+            let (record, picks) = self.pick(&req.resource, spec, wall)?;
+            let values = picks.into_iter().filter_map(|p| meta(p, wall)).collect();
             kind_responses.push(StatKindResponse { kind: spec.kind, generation: generation(record), values });
         }
         Ok(StatAns { kind_responses })
@@ -103,7 +104,7 @@ impl DataStore {
         &self,
         resource: &ResourceId,
         spec: &StoredDataSpecifier,
-        wall_ms: u64,
+        wall: WallTime,
     ) -> Result<(Option<&KindRecord>, Vec<Pick<'_>>), ErrorResponse> {
         let model =
             self.kinds.get(&spec.kind).map(|p| p.model).ok_or_else(|| ErrorResponse::unknown_kinds(&[spec.kind]))?;
@@ -115,14 +116,14 @@ impl DataStore {
         if spec.generation != 0 && spec.generation == generation(record) {
             return Ok((record, Vec::new()));
         }
-        let live = |key: &EntryKey| record.and_then(|r| r.entries.get(key)).filter(|h| h.live(wall_ms));
+        let live = |key: &EntryKey| record.and_then(|r| r.entries.get(key)).filter(|h| h.live(wall));
         let one = |key: EntryKey| live(&key).map_or(Pick::Missing(key), Pick::Held);
         let picks = match specifier {
             ModelSpecifier::Single => vec![one(EntryKey::Single)],
-            ModelSpecifier::Array(ranges) => pick_ranges(record, &ranges, wall_ms)?,
+            ModelSpecifier::Array(ranges) => pick_ranges(record, &ranges, wall)?,
             // §7.4.2.1: an empty key list asks for every key.
             ModelSpecifier::Dictionary(keys) if keys.is_empty() => record
-                .map(|r| r.entries.values().filter(|h| h.live(wall_ms)).map(Pick::Held).collect())
+                .map(|r| r.entries.values().filter(|h| h.live(wall)).map(Pick::Held).collect())
                 .unwrap_or_default(),
             ModelSpecifier::Dictionary(keys) => keys.into_iter().map(|k| one(EntryKey::Key(k))).collect(),
             ModelSpecifier::Raw(_) => {
@@ -150,14 +151,14 @@ fn generation(record: Option<&KindRecord>) -> u64 {
 fn pick_ranges<'a>(
     record: Option<&'a KindRecord>,
     ranges: &[ArrayRange],
-    wall_ms: u64,
+    wall: WallTime,
 ) -> Result<Vec<Pick<'a>>, ErrorResponse> {
     let Some(record) = record else { return Ok(Vec::new()) };
     let index = |k: &EntryKey| match k {
         EntryKey::Index(i) => Some(*i),
         _ => None,
     };
-    let Some(end) = record.entries.iter().rev().filter(|(_, h)| h.live(wall_ms)).find_map(|(k, _)| index(k)) else {
+    let Some(end) = record.entries.iter().rev().filter(|(_, h)| h.live(wall)).find_map(|(k, _)| index(k)) else {
         return Ok(Vec::new());
     };
     let mut picks = Vec::new();
@@ -169,7 +170,7 @@ fn pick_ranges<'a>(
         }
         let mut next = u64::from(r.first);
         let held = record.entries.range(EntryKey::Index(r.first)..=EntryKey::Index(last));
-        for (i, h) in held.filter(|(_, h)| h.live(wall_ms)).filter_map(|(k, h)| Some((index(k)?, h))) {
+        for (i, h) in held.filter(|(_, h)| h.live(wall)).filter_map(|(k, h)| Some((index(k)?, h))) {
             fill_missing(&mut picks, next, u64::from(i), &mut budget)?;
             picks.push(Pick::Held(h));
             next = u64::from(i) + 1;
@@ -203,10 +204,10 @@ fn nonexistent(key: EntryKey) -> StoredData {
 /// §7.4.3.2: a value's metadata. The hash covers the DataValue's `value`
 /// with its 4-byte length prefix. A missing value is described like the
 /// nonexistent value Fetch would synthesize: no length, no hash.
-fn meta(pick: Pick<'_>, wall_ms: u64) -> Option<StoredMetaData> {
+fn meta(pick: Pick<'_>, wall: WallTime) -> Option<StoredMetaData> {
     let (storage_time, lifetime, metadata) = match pick {
         Pick::Held(h) => {
-            let at = h.at(wall_ms);
+            let at = h.at(wall);
             let metadata = match &at.value {
                 Entry::Single(v) => Entry::Single(describe(v)),
                 Entry::Array(e) => Entry::Array(ArrayEntry { index: e.index, value: describe(&e.value) }),
@@ -249,7 +250,7 @@ mod tests {
     }
 
     fn fetch(s: &DataStore, specs: Vec<StoredDataSpecifier>) -> Result<FetchAns, ErrorResponse> {
-        s.fetch(&FetchReq { resource: alice_res(), specifiers: specs }, T0).map(|(a, _)| a)
+        s.fetch(&FetchReq { resource: alice_res(), specifiers: specs }, wall(T0)).map(|(a, _)| a)
     }
 
     fn ranges(r: &[(u32, u32)]) -> ModelSpecifier {
@@ -257,7 +258,7 @@ mod tests {
     }
 
     fn put(w: &World, s: &mut DataStore, kind: KindId, values: Vec<StoredData>) -> StoreAns {
-        s.apply(w.token(w.store_req(alice_res(), kind, values), &w.alice()), T0).unwrap()
+        s.apply(w.token(w.store_req(alice_res(), kind, values), &w.alice()), wall(T0)).unwrap()
     }
 
     /// Alice's array with entries at 0, 1 and 4.
@@ -351,9 +352,9 @@ mod tests {
         let w = World::new();
         let s = with_array(&w);
         let req = FetchReq { resource: alice_res(), specifiers: vec![spec(CERTS, 0, ranges(&[(0, 0)]))] };
-        assert_eq!(s.fetch(&req, T0).unwrap().1, vec![cert(ALICE)]);
+        assert_eq!(s.fetch(&req, wall(T0)).unwrap().1, vec![cert(ALICE)]);
         let req = FetchReq { resource: alice_res(), specifiers: vec![spec(CERTS, 0, ranges(&[(2, 3)]))] };
-        assert_eq!(s.fetch(&req, T0).unwrap().1, vec![], "synthesized values need no certificate");
+        assert_eq!(s.fetch(&req, wall(T0)).unwrap().1, vec![], "synthesized values need no certificate");
     }
 
     #[test]
@@ -382,7 +383,7 @@ mod tests {
         let r = alice_res();
         put(&w, &mut s, TEST, vec![w.single(ALICE, &r, TEST, b"hi", 9)]);
         let req = StatReq { resource: r, specifiers: vec![spec(TEST, 0, ModelSpecifier::Single)] };
-        let ans = s.stat(&req, T0 + 1000).unwrap();
+        let ans = s.stat(&req, wall(T0 + 1000)).unwrap();
         // SHA-256(00000002 ‖ "hi"), computed independently.
         let hash = hex::decode("9433d14ce5c09a74447607c173c9639bc5aa660876624d57454dec7b2b60822b").unwrap();
         let meta = MetaData { exists: true, value_length: 2, hash_algorithm: 4, hash_value: hash };
@@ -399,7 +400,7 @@ mod tests {
             resource: alice_res(),
             specifiers: vec![spec(SIP, 0, ModelSpecifier::Dictionary(vec![vec![1]]))],
         };
-        let ans = s.stat(&req, T0).unwrap();
+        let ans = s.stat(&req, wall(T0)).unwrap();
         let none = MetaData { exists: false, value_length: 0, hash_algorithm: 0, hash_value: vec![] };
         assert_eq!(
             ans.kind_responses[0].values[0].metadata,
@@ -414,7 +415,7 @@ mod tests {
         let (a, b) = (alice_res(), bob_res());
         put(&w, &mut s, TEST, vec![w.single(ALICE, &a, TEST, b"a", 1)]);
         let bob_req = w.store_req(b.clone(), TEST, vec![w.single(BOB, &b, TEST, b"b", 1)]);
-        s.apply(w.token(bob_req, &w.bob()), T0).unwrap();
+        s.apply(w.token(bob_req, &w.bob()), wall(T0)).unwrap();
         let (lo, hi) = if a < b { (a.clone(), b.clone()) } else { (b.clone(), a.clone()) };
         let everything = |_: &ResourceId| true;
         let find = |from: &ResourceId, kinds: Vec<KindId>, resp: &dyn Fn(&ResourceId) -> bool| {

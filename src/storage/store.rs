@@ -7,10 +7,12 @@
 //! when it all succeeded, which makes a StoreReq atomic (§7.4.1.1).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use super::certs::{CertKey, CertPool, cert_key};
 use super::policy::KindPolicy;
 use super::verify::{VerifiedKind, VerifiedStore};
+use crate::time::WallTime;
 use crate::wire::error::{ErrorCode, ErrorResponse};
 use crate::wire::security_block::GenericCertificate;
 use crate::wire::storage::{
@@ -26,7 +28,7 @@ pub struct DataStore {
     pub(super) kinds: BTreeMap<KindId, KindPolicy>,
     pub(super) resources: BTreeMap<ResourceId, Resource>,
     /// Each resource under its earliest expiry, for [`DataStore::expire`].
-    expiry: BTreeSet<(u64, ResourceId)>,
+    expiry: BTreeSet<(WallTime, ResourceId)>,
     pub(super) certs: CertPool,
     /// Bumped on every change: lets a runtime skip persisting an unchanged store.
     version: u64,
@@ -82,7 +84,7 @@ impl DataStore {
     /// store of a value identical to the one held (same storage_time,
     /// value and signature) is accepted and changes nothing, where an
     /// original store of it would be Error_Data_Too_Old.
-    pub fn apply(&mut self, token: VerifiedStore, wall_ms: u64) -> Result<StoreAns, ErrorResponse> {
+    pub fn apply(&mut self, token: VerifiedStore, wall: WallTime) -> Result<StoreAns, ErrorResponse> {
         let (resource, replica_number, kinds) = token.into_parts();
         let unknown: Vec<KindId> = kinds.iter().map(|k| k.kind).filter(|k| !self.kinds.contains_key(k)).collect();
         if !unknown.is_empty() {
@@ -90,7 +92,7 @@ impl DataStore {
         }
         let replica = replica_number > 0;
         let mut next = self.resources.get(&resource).cloned().unwrap_or_default();
-        next.purge(wall_ms);
+        next.purge(wall);
         // §7.4.1.1: a non-zero counter in an original store must equal
         // ours (like an HTTP ETag); replica stores are not checked.
         if !replica && kinds.iter().any(|k| k.generation != 0 && k.generation != next.generation(k.kind)) {
@@ -102,7 +104,7 @@ impl DataStore {
             let Some(policy) = self.kinds.get(&k.kind) else {
                 return Err(ErrorResponse::unknown_kinds(&[k.kind]));
             };
-            merge(next.kinds.entry(k.kind).or_default(), k, policy, replica, wall_ms, &mut offered)?;
+            merge(next.kinds.entry(k.kind).or_default(), k, policy, replica, wall, &mut offered)?;
         }
         // A kind whose request carried no values leaves no empty record.
         next.kinds.retain(|_, rec| !rec.entries.is_empty());
@@ -122,31 +124,30 @@ impl DataStore {
         Ok(answer)
     }
 
-    /// Drops every value whose lifetime ended at or before `wall_ms`;
+    /// Drops every value whose lifetime ended at or before `wall`;
     /// returns how many. Tombstones go too, once their own lifetime ends.
-    pub fn expire(&mut self, wall_ms: u64) -> usize {
-        let due: Vec<ResourceId> =
-            self.expiry.iter().take_while(|(t, _)| *t <= wall_ms).map(|(_, r)| r.clone()).collect();
+    pub fn expire(&mut self, wall: WallTime) -> usize {
+        let due: Vec<ResourceId> = self.expiry.iter().take_while(|(t, _)| *t <= wall).map(|(_, r)| r.clone()).collect();
         let mut removed = 0;
         for r in due {
             if let Some(mut res) = self.resources.get(&r).cloned() {
-                removed += res.purge(wall_ms);
+                removed += res.purge(wall);
                 self.put(r, res);
             }
         }
         removed
     }
 
-    /// When the next value expires (ms since the epoch): the caller's timer.
-    pub fn next_expiry(&self) -> Option<u64> {
+    /// When the next value expires: the caller's timer.
+    pub fn next_expiry(&self) -> Option<WallTime> {
         self.expiry.first().map(|(t, _)| *t)
     }
 
-    /// Every (resource, kind) with live values, in order, lifetimes as of `wall_ms`.
-    pub fn records(&self, wall_ms: u64) -> impl Iterator<Item = RecordView> + '_ {
+    /// Every (resource, kind) with live values, in order, lifetimes as of `wall`.
+    pub fn records(&self, wall: WallTime) -> impl Iterator<Item = RecordView> + '_ {
         self.resources.iter().flat_map(move |(resource, res)| {
             res.kinds.iter().filter_map(move |(kind, rec)| {
-                let values = rec.live_values(wall_ms);
+                let values = rec.live_values(wall);
                 (!values.is_empty()).then(|| RecordView {
                     resource: resource.clone(),
                     kind: *kind,
@@ -166,7 +167,7 @@ impl DataStore {
         &self,
         resource: &ResourceId,
         replica_number: u8,
-        wall_ms: u64,
+        wall: WallTime,
     ) -> Option<(StoreReq, Vec<GenericCertificate>)> {
         let res = self.resources.get(resource)?;
         let mut certs = CertList::default();
@@ -174,9 +175,9 @@ impl DataStore {
             .kinds
             .iter()
             .filter_map(|(kind, rec)| {
-                let live: Vec<&Held> = rec.entries.values().filter(|h| h.live(wall_ms)).collect();
+                let live: Vec<&Held> = rec.entries.values().filter(|h| h.live(wall)).collect();
                 live.iter().for_each(|h| certs.add(&h.certs));
-                let values: Vec<StoredData> = live.iter().map(|h| h.at(wall_ms)).collect();
+                let values: Vec<StoredData> = live.iter().map(|h| h.at(wall)).collect();
                 (!values.is_empty()).then_some(StoreKindData {
                     kind: *kind,
                     generation_counter: rec.generation,
@@ -268,18 +269,18 @@ pub(super) struct Held {
     /// As received, array index assigned; `lifetime` is the one it came with.
     pub(super) data: StoredData,
     /// §7: lifetime counts from receipt.
-    pub(super) expires_ms: u64,
+    pub(super) expires: WallTime,
     pub(super) certs: Vec<CertKey>,
 }
 
 impl Held {
-    pub(super) fn live(&self, wall_ms: u64) -> bool {
-        self.expires_ms > wall_ms
+    pub(super) fn live(&self, wall: WallTime) -> bool {
+        self.expires > wall
     }
 
     /// The value with the whole seconds of lifetime it has left.
-    pub(super) fn at(&self, wall_ms: u64) -> StoredData {
-        let left = self.expires_ms.saturating_sub(wall_ms) / 1000;
+    pub(super) fn at(&self, wall: WallTime) -> StoredData {
+        let left = self.expires.saturating_duration_since(wall).as_secs();
         StoredData { lifetime: u32::try_from(left).unwrap_or(u32::MAX), ..self.data.clone() }
     }
 }
@@ -290,19 +291,19 @@ impl Resource {
     }
 
     /// Removes expired entries, and kinds left empty; returns how many went.
-    fn purge(&mut self, wall_ms: u64) -> usize {
+    fn purge(&mut self, wall: WallTime) -> usize {
         let mut removed = 0;
         for rec in self.kinds.values_mut() {
             let before = rec.entries.len();
-            rec.entries.retain(|_, h| h.live(wall_ms));
+            rec.entries.retain(|_, h| h.live(wall));
             removed += before - rec.entries.len();
         }
         self.kinds.retain(|_, rec| !rec.entries.is_empty());
         removed
     }
 
-    fn next_expiry(&self) -> Option<u64> {
-        self.kinds.values().flat_map(|k| k.entries.values()).map(|h| h.expires_ms).min()
+    fn next_expiry(&self) -> Option<WallTime> {
+        self.kinds.values().flat_map(|k| k.entries.values()).map(|h| h.expires).min()
     }
 
     fn cert_keys(&self) -> impl Iterator<Item = &CertKey> {
@@ -311,8 +312,8 @@ impl Resource {
 }
 
 impl KindRecord {
-    fn live_values(&self, wall_ms: u64) -> Vec<StoredData> {
-        self.entries.values().filter(|h| h.live(wall_ms)).map(|h| h.at(wall_ms)).collect()
+    fn live_values(&self, wall: WallTime) -> Vec<StoredData> {
+        self.entries.values().filter(|h| h.live(wall)).map(|h| h.at(wall)).collect()
     }
 
     /// §7.4.1.1 array store at 0xffffffff: the index after the last one.
@@ -334,7 +335,7 @@ fn merge(
     kind: VerifiedKind,
     policy: &KindPolicy,
     replica: bool,
-    wall_ms: u64,
+    wall: WallTime,
     offered: &mut Vec<(CertKey, GenericCertificate)>,
 ) -> Result<(), ErrorResponse> {
     let VerifiedKind { kind, generation, values } = kind;
@@ -373,8 +374,8 @@ fn merge(
                 k
             })
             .collect();
-        let expires_ms = wall_ms.saturating_add(u64::from(data.lifetime) * 1000);
-        record.entries.insert(key, Held { data, expires_ms, certs });
+        let expires = wall.saturating_add(Duration::from_secs(u64::from(data.lifetime)));
+        record.entries.insert(key, Held { data, expires, certs });
         changed = true;
     }
     // §7.4.1.1 max-count, after merging; tombstones count, so deleted

@@ -8,7 +8,8 @@ use sha2::{Digest, Sha256};
 
 use super::policy::{AccessPolicy, KindPolicy};
 use super::verify::{VerifiedStore, verify_store};
-use crate::security::seam::{OverlayCrypto, Signer};
+use crate::security::seam::{CryptoError, OverlayCrypto, Signer};
+use crate::time::WallTime;
 use crate::wire::security_block::{
     GenericCertificate, SecurityBlock, Signature, SignatureAndHashAlgorithm, SignerIdentity,
 };
@@ -19,6 +20,11 @@ use crate::wire::{KindId, NodeId, ResourceId};
 
 /// Wall time of the tests, ms since the epoch.
 pub(crate) const T0: u64 = 1_700_000_000_000;
+
+/// Wall time `ms` milliseconds since the epoch (tests count from [`T0`]).
+pub(crate) fn wall(ms: u64) -> WallTime {
+    WallTime::from_millis(ms)
+}
 pub(crate) const ALICE: &[u8] = b"certificate of alice";
 pub(crate) const BOB: &[u8] = b"certificate of bob";
 pub(crate) const ALICE_NODE: NodeId = NodeId([0xa1; 16]);
@@ -82,15 +88,15 @@ impl TestCrypto {
 }
 
 impl OverlayCrypto for TestCrypto {
-    fn sign_message(&self, _: u32, _: u64, _: &[u8]) -> SecurityBlock {
+    fn sign_message(&self, _: u32, _: u64, _: &[u8]) -> Result<SecurityBlock, CryptoError> {
         unimplemented!("storage tests sign no messages")
     }
 
-    fn verify_message(&self, _: u32, _: u64, _: &[u8], _: &SecurityBlock, _: u64) -> Result<Signer, String> {
+    fn verify_message(&self, _: u32, _: u64, _: &[u8], _: &SecurityBlock, _: WallTime) -> Result<Signer, CryptoError> {
         unimplemented!("storage tests verify no messages")
     }
 
-    fn sign_stored(&self, _: &ResourceId, _: KindId, _: &mut StoredData) {
+    fn sign_stored(&self, _: &ResourceId, _: KindId, _: &mut StoredData) -> Result<(), CryptoError> {
         unimplemented!("use TestCrypto::sign")
     }
 
@@ -100,19 +106,19 @@ impl OverlayCrypto for TestCrypto {
         kind: KindId,
         data: &StoredData,
         security: &SecurityBlock,
-        _wall_s: u64,
-    ) -> Result<Signer, String> {
+        _wall: WallTime,
+    ) -> Result<Signer, CryptoError> {
         let SignerIdentity::CertHash { certificate_hash, .. } = &data.signature.identity else {
-            return Err("not a cert_hash identity".into());
+            return Err(CryptoError::UnknownSigner);
         };
         let cert = security
             .certificates
             .iter()
             .find(|c| Sha256::digest(&c.cert).as_slice() == certificate_hash.as_slice())
-            .ok_or("certificate not in the security block")?;
-        let signer = self.identities.get(&cert.cert).ok_or("unknown certificate")?;
+            .ok_or(CryptoError::UnknownSigner)?;
+        let signer = self.identities.get(&cert.cert).ok_or(CryptoError::UnknownSigner)?;
         if Self::digest(certificate_hash, resource, kind, data) != data.signature.value {
-            return Err("bad signature".into());
+            return Err(CryptoError::BadSignature);
         }
         Ok(signer.clone())
     }
@@ -219,6 +225,6 @@ impl World {
 
     /// Verifies `req` as signed by `signer`, from a plausible replica peer.
     pub(crate) fn token(&self, req: StoreReq, signer: &Signer) -> VerifiedStore {
-        verify_store(req, signer, &self.security(), &self.crypto, &self.kinds, true, T0).unwrap()
+        verify_store(req, signer, &self.security(), &self.crypto, &self.kinds, true, wall(T0)).unwrap()
     }
 }

@@ -22,7 +22,7 @@ fn store(w: &World) -> DataStore {
 fn fetch_all(s: &DataStore, resource: &ResourceId, kind: KindId, model: ModelSpecifier, at: u64) -> Vec<StoredData> {
     let req =
         FetchReq { resource: resource.clone(), specifiers: vec![StoredDataSpecifier { kind, generation: 0, model }] };
-    s.fetch(&req, at).unwrap().0.kind_responses.remove(0).values
+    s.fetch(&req, wall(at)).unwrap().0.kind_responses.remove(0).values
 }
 
 fn single_value(s: &DataStore, at: u64) -> StoredData {
@@ -39,7 +39,7 @@ fn put(
 ) -> Result<StoreAns, ErrorResponse> {
     let mut req = w.store_req(alice_res(), kind, values);
     req.kind_data[0].generation_counter = gen_;
-    s.apply(w.token(req, &w.alice()), T0)
+    s.apply(w.token(req, &w.alice()), wall(T0))
 }
 
 fn replica(
@@ -52,7 +52,7 @@ fn replica(
     let mut req = w.store_req(alice_res(), kind, values);
     req.replica_number = 1;
     req.kind_data[0].generation_counter = gen_;
-    s.apply(w.token(req, &w.bob()), T0)
+    s.apply(w.token(req, &w.bob()), wall(T0))
 }
 
 fn generation_of(ans: &StoreAns) -> u64 {
@@ -140,7 +140,7 @@ fn a_failing_kind_rolls_the_whole_store_back() {
     let mut req = w.store_req(r.clone(), TEST, vec![w.single(ALICE, &r, TEST, b"new", 6)]);
     let sip = w.store_req(r.clone(), SIP, vec![w.dict(ALICE, &r, SIP, &ALICE_NODE.0, b"older", 4)]);
     req.kind_data.extend(sip.kind_data);
-    let err = s.apply(w.token(req, &w.alice()), T0).unwrap_err();
+    let err = s.apply(w.token(req, &w.alice()), wall(T0)).unwrap_err();
     assert_eq!(err.error_code, ErrorCode::DATA_TOO_OLD);
     assert_eq!(s, before, "the first kind was not stored");
     assert!(!s.holds(&r, TEST));
@@ -177,11 +177,11 @@ fn appends_get_the_next_index_and_still_verify() {
             model: ModelSpecifier::Array(vec![ArrayRange { first: 6, last: 6 }]),
         }],
     };
-    let (ans, certs) = s.fetch(&req, T0).unwrap();
+    let (ans, certs) = s.fetch(&req, wall(T0)).unwrap();
     let v = &ans.kind_responses[0].values[0];
     assert_eq!(v.value, StoredDataValue::Array(ArrayEntry { index: 6, value: DataValue::new(b"six".to_vec()) }));
     let sec = SecurityBlock { certificates: certs, signature: Signature::none() };
-    assert_eq!(w.crypto.verify_stored(&r, CERTS, v, &sec, 0).unwrap(), w.alice());
+    assert_eq!(w.crypto.verify_stored(&r, CERTS, v, &sec, wall(0)).unwrap(), w.alice());
     // Nothing can be appended after index 0xfffffffe.
     put(&w, &mut s, CERTS, 0, vec![w.array(ALICE, &r, CERTS, 0xffff_fffe, b"last", 3)]).unwrap();
     let err = put(&w, &mut s, CERTS, 0, vec![w.array(ALICE, &r, CERTS, ArrayEntry::APPEND, b"x", 4)]);
@@ -195,14 +195,14 @@ fn values_expire_with_their_lifetime_and_take_their_certificates() {
     let r = alice_res();
     put(&w, &mut s, TEST, 0, vec![w.single(ALICE, &r, TEST, b"a", 1)]).unwrap();
     let end = T0 + u64::from(LIFETIME) * 1000;
-    assert_eq!(s.next_expiry(), Some(end));
+    assert_eq!(s.next_expiry(), Some(wall(end)));
     // Remaining lifetimes are whole seconds left.
     assert_eq!(single_value(&s, T0 + 10_500).lifetime, LIFETIME - 11);
-    assert_eq!(s.expire(end - 1), 0);
+    assert_eq!(s.expire(wall(end - 1)), 0);
     assert!(single_value(&s, end - 1).value.data_value().unwrap().exists);
     // Past its end a value is gone from answers even before expire() runs.
     assert_eq!(single_value(&s, end), StoredData::nonexistent_single());
-    assert_eq!(s.expire(end), 1);
+    assert_eq!(s.expire(wall(end)), 1);
     assert_eq!(s.next_expiry(), None);
     assert!(s.resources().is_empty());
     assert_eq!(s.certificate_count(), 0);
@@ -227,7 +227,7 @@ fn a_tombstone_keeps_older_values_out_until_it_expires() {
     let err = replica(&w, &mut s, TEST, 1, vec![old.clone()]).unwrap_err();
     assert_eq!(err.error_code, ErrorCode::DATA_TOO_OLD);
     // Once the tombstone's own lifetime is over, it goes too.
-    assert_eq!(s.expire(T0 + u64::from(2 * LIFETIME) * 1000), 1);
+    assert_eq!(s.expire(wall(T0 + u64::from(2 * LIFETIME) * 1000)), 1);
     assert!(!s.holds(&r, TEST));
 }
 
@@ -238,7 +238,7 @@ fn replica_store_for_re_stores_with_decremented_lifetimes() {
     let r = alice_res();
     put(&w, &mut s, TEST, 0, vec![w.single(ALICE, &r, TEST, b"a", 1)]).unwrap();
     put(&w, &mut s, SIP, 0, vec![w.dict(ALICE, &r, SIP, &ALICE_NODE.0, b"reg", 1)]).unwrap();
-    let later = T0 + 20_000;
+    let later = wall(T0 + 20_000);
     let (req, certs) = s.replica_store_for(&r, 2, later).unwrap();
     assert_eq!(req.replica_number, 2);
     assert_eq!(req.kind_data.iter().map(|k| (k.kind, k.generation_counter)).collect::<Vec<_>>(), [(SIP, 1), (TEST, 1)]);
@@ -254,7 +254,7 @@ fn replica_store_for_re_stores_with_decremented_lifetimes() {
     other.apply(token, later).unwrap();
     assert_eq!(other.records(later).collect::<Vec<_>>(), records);
     // It holds the values for what was left of their lifetime.
-    assert_eq!(other.next_expiry(), Some(later + u64::from(LIFETIME - 20) * 1000));
+    assert_eq!(other.next_expiry(), Some(wall(T0 + 20_000 + u64::from(LIFETIME - 20) * 1000)));
     assert_eq!(s.replica_store_for(&bob_res(), 1, later), None);
 }
 

@@ -8,6 +8,7 @@ use super::access::authorized;
 use super::certs::certs_for;
 use super::policy::KindPolicy;
 use crate::security::seam::{OverlayCrypto, Signer};
+use crate::time::WallTime;
 use crate::wire::error::{ErrorCode, ErrorResponse};
 use crate::wire::security_block::{GenericCertificate, SecurityBlock, SignatureAndHashAlgorithm};
 use crate::wire::storage::{StoreKindData, StoreReq, StoredData};
@@ -80,7 +81,7 @@ pub fn verify_store(
     crypto: &dyn OverlayCrypto,
     kinds: &[KindPolicy],
     sender_is_replica_peer: bool,
-    wall_ms: u64,
+    wall: WallTime,
 ) -> Result<VerifiedStore, ErrorResponse> {
     let StoreReq { resource, replica_number, kind_data } = req;
     // §7.4.1.1: unknown kinds are refused, all named at once (§6.3.3.1).
@@ -109,7 +110,7 @@ pub fn verify_store(
         crypto,
         // §7.4.1.1: an original store's own signer must be authorised too.
         request_signer: (replica_number == 0).then_some(request_signer),
-        wall_s: wall_ms / 1000,
+        wall,
     };
     let mut verified = Vec::with_capacity(kind_data.len());
     for kd in kind_data {
@@ -134,7 +135,7 @@ struct Check<'a> {
     security: &'a SecurityBlock,
     crypto: &'a dyn OverlayCrypto,
     request_signer: Option<&'a Signer>,
-    wall_s: u64,
+    wall: WallTime,
 }
 
 impl Check<'_> {
@@ -166,7 +167,7 @@ impl Check<'_> {
         // §7.4.1.1: a valid signature, by a signer the access policy admits.
         let signer = self
             .crypto
-            .verify_stored(self.resource, policy.kind, &data, self.security, self.wall_s)
+            .verify_stored(self.resource, policy.kind, &data, self.security, self.wall)
             .map_err(|e| reason(ErrorCode::FORBIDDEN, format!("value signature: {e}")))?;
         if !authorized(policy, self.resource, &data.value, &signer) {
             return Err(reason(ErrorCode::FORBIDDEN, format!("value signer may not write {:?} here", policy.kind)));
@@ -190,7 +191,7 @@ mod tests {
     use crate::wire::storage::{DataValue, StoredDataValue};
 
     fn verify(w: &World, req: StoreReq, signer: &Signer, replica_peer: bool) -> Result<VerifiedStore, ErrorResponse> {
-        verify_store(req, signer, &w.security(), &w.crypto, &w.kinds, replica_peer, T0)
+        verify_store(req, signer, &w.security(), &w.crypto, &w.kinds, replica_peer, wall(T0))
     }
 
     #[test]
@@ -248,7 +249,7 @@ mod tests {
         let req = w.store_req(r.clone(), TEST, vec![w.single(ALICE, &r, TEST, b"hi", 1)]);
         let mut sec = w.security();
         sec.certificates.retain(|c| c != &cert(ALICE));
-        let err = verify_store(req, &w.alice(), &sec, &w.crypto, &w.kinds, false, T0).unwrap_err();
+        let err = verify_store(req, &w.alice(), &sec, &w.crypto, &w.kinds, false, wall(T0)).unwrap_err();
         assert_eq!(err.error_code, ErrorCode::FORBIDDEN);
     }
 
