@@ -93,6 +93,8 @@ pub(super) struct Phones {
     /// Node-to-node SIP connections (smaller slot first).
     conns: BTreeSet<(SlotId, SlotId)>,
     pub resolve_pending: usize,
+    /// MESSAGEs in flight: (sender, id) → recipient.
+    msg_targets: BTreeMap<(u32, u64), u32>,
 }
 
 /// Phone counters for the report.
@@ -425,8 +427,13 @@ impl Simulation {
             UaEvent::CallEnded { call, .. } => {
                 p.outgoing.remove(&call);
             }
-            UaEvent::MessageDelivered { .. } => self.phone_metrics.messages_ok += 1,
-            UaEvent::MessageFailed { code, .. } => {
+            UaEvent::MessageDelivered { id } => {
+                self.phones.msg_targets.remove(&(i, id.0));
+                self.phone_metrics.messages_ok += 1;
+            }
+            UaEvent::MessageFailed { id, code } => {
+                let to = self.phones.msg_targets.remove(&(i, id.0));
+                tracing::warn!(t = now, from = i, ?to, code, "sim: MESSAGE failed");
                 self.phone_metrics.messages_failed += 1;
                 self.metrics.note_failure("message", code.to_string());
             }
@@ -494,7 +501,8 @@ impl Simulation {
         let now = self.instant();
         let Some(to) = self.phones.list.get(b as usize).map(|p| format!("sip:{}", p.aor)) else { return };
         let Some(p) = self.phones.list.get_mut(a as usize) else { return };
-        if p.ua.send_message(now, &to, b"hello".to_vec()).is_ok() {
+        if let Ok(id) = p.ua.send_message(now, &to, b"hello".to_vec()) {
+            self.phones.msg_targets.insert((a, id.0), b);
             self.phone_metrics.messages += 1;
         }
         self.drive_phone(a);
