@@ -400,7 +400,12 @@ impl OverlayNode {
         }
     }
 
-    /// §10.5 step 6 / §10.7: the data in (old, new] now belongs to `new`.
+    /// §10.5 step 6 / §10.7: the data in (old, new] is no longer ours. It
+    /// usually belongs to `new`, but when `old` was stale (right after a
+    /// ring forms, or a partition heals) part of it belongs to peers
+    /// between them: each record is routed to whoever is responsible for
+    /// it, not sent to `new` blindly, or it would stay a stray copy there
+    /// until the next anti-entropy round.
     fn hand_over(&mut self, now: Instant, old: NodeId, new: NodeId) {
         let wall = self.wall(now);
         for resource in self.store.resources() {
@@ -408,7 +413,7 @@ impl OverlayNode {
             if in_half_open(point, old, new)
                 && let Some((req, certs)) = self.store.replica_store_for(&resource, 1, wall)
             {
-                self.send_store(now, vec![Destination::Node(new)], req, &certs);
+                self.send_store(now, vec![Destination::Resource(resource)], req, &certs);
             }
         }
     }

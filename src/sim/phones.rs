@@ -433,7 +433,7 @@ impl Simulation {
             }
             UaEvent::MessageFailed { id, code } => {
                 let to = self.phones.msg_targets.remove(&(i, id.0));
-                tracing::warn!(t = now, from = i, ?to, code, "sim: MESSAGE failed");
+                tracing::debug!(t = now, from = i, ?to, code, "sim: MESSAGE failed");
                 self.phone_metrics.messages_failed += 1;
                 self.metrics.note_failure("message", code.to_string());
             }
