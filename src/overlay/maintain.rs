@@ -501,12 +501,7 @@ impl OverlayNode {
         // refused with Error_Data_Too_Old; ours only ever increase.
         let storage_time = self.wall(now).as_millis().max(self.last_storage_time.saturating_add(1));
         self.last_storage_time = storage_time;
-        let mut data = StoredData {
-            storage_time,
-            lifetime: lifetime_s,
-            value,
-            signature: Signature::none(),
-        };
+        let mut data = StoredData { storage_time, lifetime: lifetime_s, value, signature: Signature::none() };
         let mut extra = Vec::new();
         // §7.1: a value we cannot sign is not stored (nor sent unsigned).
         let signed = match as_user {

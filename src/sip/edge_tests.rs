@@ -8,10 +8,10 @@
 use std::time::{Duration, Instant};
 
 use super::account::NodeRef;
+use super::digest::DigestAlgorithm;
 use super::edge::{EdgeConfig, EdgeOutput, SipEdge};
 use super::message::SipMessage;
 use super::test_phones::{DOMAIN, PhoneNet, account, alice, answer, baresip_register, invite, msg};
-use super::digest::DigestAlgorithm;
 use super::transaction::TransportAddr;
 
 /// One edge, its clock, and what it sent to phones.
@@ -133,7 +133,6 @@ CSeq: 1 {method}
     assert!(net.got(alice(), "405").header("Allow").is_some());
 }
 
-
 #[test]
 fn stale_nonce_is_rechallenged_with_stale_true() {
     let mut net = Net::new();
@@ -162,4 +161,3 @@ fn challenge_order_and_md5_only() {
     assert_eq!(algs(&mut Net::with(|c| c.md5_first = true)), ["MD5", "SHA-256"]);
     assert_eq!(algs(&mut Net::with(|c| c.md5_only = true)), ["MD5"]);
 }
-

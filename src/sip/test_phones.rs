@@ -48,7 +48,14 @@ pub(crate) fn msg(head: &str, body: &str) -> Vec<u8> {
 }
 
 /// The Authorization value a phone computes for the challenge in `resp`.
-pub(crate) fn answer(resp: &SipMessage, method: &str, uri: &str, user: &str, password: &str, alg: DigestAlgorithm) -> String {
+pub(crate) fn answer(
+    resp: &SipMessage,
+    method: &str,
+    uri: &str,
+    user: &str,
+    password: &str,
+    alg: DigestAlgorithm,
+) -> String {
     let name = if resp.status() == Some(StatusCode::UNAUTHORIZED) { "WWW-Authenticate" } else { "Proxy-Authenticate" };
     let ch = resp.headers(name).find(|h| h.contains(&format!("algorithm={}", alg.as_str()))).unwrap();
     let nonce = ch.split("nonce=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
@@ -186,7 +193,14 @@ User-Agent: Linphone-Desktop/5.2.4 (ubuntu) LinphoneSDK/5.3.14
 }
 
 /// The 401 dance: unauthenticated REGISTER, then with credentials.
-pub(crate) fn login(net: &mut impl PhoneNet, node: usize, phone: TransportAddr, user: &str, password: &str, linphone: bool) -> SipMessage {
+pub(crate) fn login(
+    net: &mut impl PhoneNet,
+    node: usize,
+    phone: TransportAddr,
+    user: &str,
+    password: &str,
+    linphone: bool,
+) -> SipMessage {
     let first = if linphone { linphone_register(20, None) } else { baresip_register(user, 1, 3600, None) };
     net.local(node, phone, &first);
     let challenge = net.got(phone, "401");

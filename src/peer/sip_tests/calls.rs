@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use super::{Net, two_users};
 use crate::overlay::Outcome;
-use crate::usage;
 use crate::sip::digest::DigestAlgorithm;
 use crate::sip::message::{Method, SipMessage, StatusCode};
 use crate::sip::test_phones::{
     DOMAIN, PhoneNet, SDP, alice, answer, baresip_register, bob, bob2, call, login, msg, reply, user_of_route,
 };
+use crate::usage;
 
 #[test]
 fn call_across_nodes_with_record_route_ack_and_bye() {
@@ -278,7 +278,6 @@ fn forking_first_200_wins_and_the_other_branch_is_cancelled() {
     assert!(net.take(alice()).is_empty(), "the 487 stays at the proxy");
 }
 
-
 #[test]
 fn a_looped_request_is_refused_with_482() {
     let mut net = two_users();
@@ -324,7 +323,6 @@ fn silent_serving_node_times_out_to_480() {
     net.advance(Duration::from_secs(2));
     assert_eq!(net.got(alice(), "480").cseq().method, Method::Invite);
 }
-
 
 #[test]
 fn repeated_requests_reuse_the_fetched_location_until_it_fails() {
@@ -380,4 +378,3 @@ Content-Type: text/plain
     assert_eq!(send(&mut net, 4).status(), Some(StatusCode::OK));
     assert_eq!(net.usage(0).fetches, 2, "looked up again after the failure");
 }
-

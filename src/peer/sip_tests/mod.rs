@@ -178,7 +178,8 @@ impl Net {
             assert!(joined, "peer {i} did not join");
         }
         let whole = net.run_until(Duration::from_secs(300), |n| {
-            (0..PEERS).all(|i| (0..PEERS).filter(|&j| j != i).all(|j| n.peer(i).overlay().successors().contains(&n.ids[j])))
+            (0..PEERS)
+                .all(|i| (0..PEERS).filter(|&j| j != i).all(|j| n.peer(i).overlay().successors().contains(&n.ids[j])))
         });
         assert!(whole, "the ring did not settle");
         net

@@ -96,7 +96,10 @@ fn register_interval_too_brief_and_overlay_failure() {
     net.refuse_user_signatures(true);
     let r = login(&mut net, 0, alice(), "alice", "wonderland", false);
     assert_eq!(r.status().unwrap().as_u16(), 500);
-    assert_eq!(r.reason(), Some("overlay store failed: this node holds no certificate for user 'alice@chordphone.test'"));
+    assert_eq!(
+        r.reason(),
+        Some("overlay store failed: this node holds no certificate for user 'alice@chordphone.test'")
+    );
     assert_eq!(net.registration_records(), 0);
     assert!(net.edge(0).bindings("alice@chordphone.test").is_empty(), "nothing bound without the record");
 }
