@@ -10,6 +10,7 @@
 //! answers the tests' own Fetches.
 
 mod calls;
+mod crypto;
 mod register;
 mod usage;
 
@@ -20,8 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::{DialId, LinkId, Peer, PeerConfig, PeerEvent, host_candidate};
-use crate::overlay::{Command, Outcome, OverlayConfig, OverlayCrypto, OverlayNode, RequestId, Signer};
-use crate::security::seam::CryptoError;
+use crate::overlay::{Command, Outcome, OverlayConfig, OverlayNode, RequestId};
 use crate::sim::{FastCrypto, SIM_EPOCH};
 use crate::sip::edge::{EdgeConfig, SipEdge};
 use crate::sip::message::SipMessage;
@@ -30,9 +30,9 @@ use crate::sip::transaction::TransportAddr;
 use crate::time::WallTime;
 use crate::usage::{UsageCounters, UsageEvent, fetch_command, node_ref, serving_nodes};
 use crate::wire::attach::{APPLICATION_SIP, OverlayLinkType};
-use crate::wire::security_block::{GenericCertificate, SecurityBlock};
-use crate::wire::storage::{StoredData, StoredDataValue};
-use crate::wire::{KindId, NodeId, ResourceId};
+use crate::wire::storage::StoredDataValue;
+use crate::wire::{KindId, NodeId};
+use crypto::TestCrypto;
 
 /// Peers in the ring.
 const PEERS: usize = 3;
@@ -56,68 +56,6 @@ fn peer_at(addr: SocketAddr, port: u16) -> Option<usize> {
 
 fn pair(a: usize, b: usize) -> (usize, usize) {
     (a.min(b), a.max(b))
-}
-
-/// Fast signatures (any user), except that signing as a user fails while
-/// `refuse_users` is set: a node holding no certificate for the AOR.
-struct TestCrypto {
-    inner: FastCrypto,
-    refuse_users: Arc<AtomicBool>,
-}
-
-impl OverlayCrypto for TestCrypto {
-    fn sign_message(&self, overlay: u32, tid: u64, contents: &[u8]) -> Result<SecurityBlock, CryptoError> {
-        self.inner.sign_message(overlay, tid, contents)
-    }
-
-    fn verify_message(
-        &self,
-        overlay: u32,
-        tid: u64,
-        contents: &[u8],
-        security: &SecurityBlock,
-        wall: WallTime,
-    ) -> Result<Signer, CryptoError> {
-        self.inner.verify_message(overlay, tid, contents, security, wall)
-    }
-
-    fn sign_stored(&self, resource: &ResourceId, kind: KindId, data: &mut StoredData) -> Result<(), CryptoError> {
-        self.inner.sign_stored(resource, kind, data)
-    }
-
-    fn verify_stored(
-        &self,
-        resource: &ResourceId,
-        kind: KindId,
-        data: &StoredData,
-        security: &SecurityBlock,
-        wall: WallTime,
-    ) -> Result<Signer, CryptoError> {
-        self.inner.verify_stored(resource, kind, data, security, wall)
-    }
-
-    fn sign_stored_as(
-        &self,
-        user: &str,
-        resource: &ResourceId,
-        kind: KindId,
-        data: &mut StoredData,
-    ) -> Result<GenericCertificate, CryptoError> {
-        if self.refuse_users.load(Ordering::Relaxed) {
-            return Err(CryptoError::UnknownUser(user.to_owned()));
-        }
-        self.inner.sign_stored_as(user, resource, kind, data)
-    }
-
-    fn sign_message_as(
-        &self,
-        user: &str,
-        overlay: u32,
-        tid: u64,
-        contents: &[u8],
-    ) -> Result<SecurityBlock, CryptoError> {
-        self.inner.sign_message_as(user, overlay, tid, contents)
-    }
 }
 
 /// Something to deliver, in order.
@@ -276,6 +214,14 @@ impl Net {
     pub fn registration_records(&self) -> usize {
         let per_peer = self.peers.iter().flatten().map(|p| p.overlay().records_by_kind());
         per_peer.flatten().filter(|(k, _)| *k == KindId::SIP_REGISTRATION).map(|(_, n)| n).sum()
+    }
+
+    /// Steps peer `i`'s wall clock back by `by` (an NTP correction).
+    pub fn step_wall_clock_back(&mut self, i: usize, by: Duration) {
+        let now = self.now;
+        let wall = self.peer(i).wall(now);
+        let earlier = WallTime::from_millis(wall.as_millis().saturating_sub(by.as_millis() as u64));
+        self.peer_mut(i).set_wall_clock(now, earlier);
     }
 
     /// Peer `at` is told its SIP connection to peer `node` failed.

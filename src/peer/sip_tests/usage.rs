@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::{Net, two_users};
 use crate::sip::digest::DigestAlgorithm;
 use crate::sip::message::Method;
-use crate::sip::test_phones::{PhoneNet, SDP, alice, answer, bob, call, linphone_register, reply};
+use crate::sip::test_phones::{PhoneNet, SDP, alice, answer, baresip_register, bob, call, linphone_register, reply};
 use crate::usage::{node_ref, serving_nodes};
 use crate::wire::storage::StoredDataValue;
 use crate::wire::{KindId, ResourceId};
@@ -25,6 +25,17 @@ fn unregister_bob(net: &mut Net) {
     let auth = answer(&ch, "REGISTER", "sip:chordphone.test;transport=tcp", "bob", "builder", DigestAlgorithm::Sha256);
     net.local(1, bob(), zero(31, Some(&auth)).as_bytes());
     assert_eq!(net.got(bob(), "200").header("Contact"), None, "no binding left");
+}
+
+/// Alice's baresip refreshes its registration with CSeqs `cseq`, `cseq + 1`.
+fn refresh_alice(net: &mut Net, cseq: u32) -> u16 {
+    net.local(0, alice(), &baresip_register("alice", cseq, 3600, None));
+    let ch = net.got(alice(), "401");
+    let auth = answer(&ch, "REGISTER", "sip:chordphone.test", "alice", "wonderland", DigestAlgorithm::Md5);
+    net.local(0, alice(), &baresip_register("alice", cseq + 1, 3600, Some(&auth)));
+    let all = net.take(alice());
+    assert_eq!(all.len(), 1);
+    all[0].status().unwrap().as_u16()
 }
 
 /// Whether every live peer in `peers` holds a copy of `aor`'s registrations.
@@ -80,4 +91,18 @@ fn after_a_peer_dies_the_survivors_store_their_registrations_again_and_calls_go_
     let ok = net.got(alice(), "200");
     assert_eq!(ok.cseq().method, Method::Invite);
     assert_eq!(ok.to().tag(), Some("bobtag"));
+}
+
+#[test]
+fn a_store_replaces_the_last_within_the_same_millisecond_and_after_the_clock_steps_back() {
+    // RFC 6940 §7.4.1.1 refuses a value whose storage_time is not newer
+    // than the one held (Error_Data_Too_Old): the refresh below comes in
+    // the very millisecond of the first registration, then after node A's
+    // wall clock stepped back a minute.
+    let mut net = two_users();
+    assert_eq!(refresh_alice(&mut net, 3), 200);
+    net.step_wall_clock_back(0, Duration::from_secs(60));
+    assert_eq!(refresh_alice(&mut net, 5), 200);
+    assert_eq!(net.usage(0).stores, 3);
+    assert!(net.registered(ALICE, 0));
 }
