@@ -82,6 +82,8 @@ pub(super) struct Net {
     /// that went silent); connections still open.
     pub cut: bool,
     pub held: Vec<(usize, NodeId, Vec<u8>)>,
+    /// Overlay messages are lost (links stay up): requests time out.
+    pub lose_overlay: bool,
     inbox: Vec<(usize, TransportAddr, SipMessage)>,
     outcomes: BTreeMap<(usize, RequestId), Outcome>,
     refuse_users: Arc<AtomicBool>,
@@ -105,6 +107,7 @@ impl Net {
             queue: VecDeque::new(),
             cut: false,
             held: Vec::new(),
+            lose_overlay: false,
             inbox: Vec::new(),
             outcomes: BTreeMap::new(),
             refuse_users: Arc::new(AtomicBool::new(false)),
@@ -322,7 +325,7 @@ impl Net {
         let evs: Vec<_> = std::iter::from_fn(|| p.poll_event()).collect();
         for t in txs {
             let to = t.link.0 as usize;
-            if self.linked(i, to) {
+            if self.linked(i, to) && !self.lose_overlay {
                 self.queue.push_back(Ev::Overlay { to, from: i, bytes: t.bytes });
             }
         }

@@ -4,9 +4,11 @@
 use std::time::Duration;
 
 use super::Net;
+use crate::overlay::{Command, Outcome};
 use crate::sip::digest::DigestAlgorithm;
 use crate::sip::message::StatusCode;
 use crate::sip::test_phones::{PhoneNet, alice, answer, baresip_register, bob, linphone_register, login};
+use crate::wire::ResourceId;
 
 #[test]
 fn register_with_digest_then_expiry_removes_the_record() {
@@ -102,4 +104,25 @@ fn register_interval_too_brief_and_overlay_failure() {
     );
     assert_eq!(net.registration_records(), 0);
     assert!(net.edge(0).bindings("alice@chordphone.test").is_empty(), "nothing bound without the record");
+}
+
+#[test]
+fn a_store_lost_in_the_overlay_fails_the_register_with_500() {
+    let mut net = Net::new();
+    // Alice registers at a node other than the one responsible for her
+    // record, so the Store has to cross the overlay, where it is lost.
+    let resource = ResourceId::from_name(b"alice@chordphone.test");
+    let Outcome::LookedUp { responsible, .. } = net.command(0, Command::Lookup { resource }) else { panic!() };
+    let home = (0..3).find(|&i| net.ids[i] != responsible).unwrap();
+    net.local(home, alice(), &baresip_register("alice", 1, 3600, None));
+    let challenge = net.got(alice(), "401");
+    let auth = answer(&challenge, "REGISTER", "sip:chordphone.test", "alice", "wonderland", DigestAlgorithm::Md5);
+    net.lose_overlay = true;
+    net.local(home, alice(), &baresip_register("alice", 2, 3600, Some(&auth)));
+    assert!(net.take(alice()).is_empty(), "no answer before the Store fails");
+    net.advance(Duration::from_secs(30));
+    let r = net.got(alice(), "500");
+    assert_eq!(r.reason(), Some("overlay store failed: overlay timeout"));
+    assert!(net.edge(home).bindings("alice@chordphone.test").is_empty(), "nothing bound without the record");
+    assert_eq!(net.edge(home).counters().register_fail, 1);
 }
