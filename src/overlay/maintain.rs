@@ -500,12 +500,13 @@ impl OverlayNode {
             return Err(ApiError::UnknownKind(kind));
         }
         let resource = ResourceId::from_name(resource_name);
-        let mut data = StoredData {
-            storage_time: self.wall(now).as_millis(),
-            lifetime: lifetime_s,
-            value,
-            signature: Signature::none(),
-        };
+        // §7.4.1.1: a value replaces one only with a newer storage_time, so
+        // two stores of the same value within one millisecond (a second
+        // device registering) or after the clock stepped back would be
+        // refused with Error_Data_Too_Old; ours only ever increase.
+        let storage_time = self.wall(now).as_millis().max(self.last_storage_time.saturating_add(1));
+        self.last_storage_time = storage_time;
+        let mut data = StoredData { storage_time, lifetime: lifetime_s, value, signature: Signature::none() };
         let mut extra = Vec::new();
         // §7.1: a value we cannot sign is not stored (nor sent unsigned).
         let signed = match as_user {

@@ -123,6 +123,9 @@ pub struct OverlayNode {
     /// A join still unfinished at this time starts over.
     pub(super) join_deadline: Option<Instant>,
     pub(super) store: DataStore,
+    /// The storage_time of our last Store: the next is later even if the
+    /// wall clock is not (same millisecond, or stepped back).
+    pub(super) last_storage_time: u64,
     pub(super) pending: BTreeMap<u64, Pending>,
     /// `pending`'s deadlines in time order, so the next one is found
     /// without a scan (thousands of requests can be in flight under load).
@@ -196,6 +199,7 @@ impl OverlayNode {
             known: Vec::new(),
             candidates_seen: BTreeMap::new(),
             store,
+            last_storage_time: 0,
             pending: BTreeMap::new(),
             pending_deadlines: BTreeSet::new(),
             answered: BTreeMap::new(),

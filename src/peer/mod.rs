@@ -184,6 +184,11 @@ impl Peer {
         self.sip.as_mut().map(|(e, _)| e)
     }
 
+    /// The RFC 7904 glue (its counters: what the SIP side asked the overlay).
+    pub fn sip_usage(&self) -> Option<&SipUsage> {
+        self.sip.as_ref().map(|(_, u)| u)
+    }
+
     /// The peers we hold a link to, with the link.
     pub fn links(&self) -> impl Iterator<Item = (NodeId, LinkId)> + '_ {
         self.links.iter()
@@ -506,5 +511,7 @@ pub fn pick_candidate(c: &[IceCandidate], link: OverlayLinkType) -> Option<Socke
 /// How long between bootstrap rounds at most.
 pub const BOOTSTRAP_MAX: Duration = Duration::from_secs(15);
 
+#[cfg(test)]
+mod sip_tests;
 #[cfg(test)]
 mod tests;

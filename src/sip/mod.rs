@@ -19,3 +19,5 @@ pub use account::{NodeRef, SipUser};
 
 #[cfg(test)]
 mod edge_tests;
+#[cfg(test)]
+pub(crate) mod test_phones;

@@ -41,10 +41,26 @@ pub enum UsageEvent {
     DialNode { node: NodeId, addr: SocketAddr },
 }
 
+/// Overlay requests the usage made for the SIP side (accepted by the
+/// overlay machine), for metrics: e.g. how often the edge's location cache
+/// spared a Fetch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UsageCounters {
+    /// Registrations stored (RFC 7904 §3), including restores.
+    pub stores: u64,
+    /// Tombstones stored for removed registrations.
+    pub removals: u64,
+    /// Fetches of an AOR's registrations (§3.2).
+    pub fetches: u64,
+    /// AppAttaches to find where a node serves SIP (§4).
+    pub app_attaches: u64,
+}
+
 /// RFC 7904 glue state of one node.
 #[derive(Debug, Default)]
 pub struct SipUsage {
     pending: BTreeMap<RequestId, UsageOp>,
+    counters: UsageCounters,
     /// Nodes with an open SIP connection (reported by the owner).
     connected: BTreeSet<NodeId>,
     /// Nodes being located or dialed, with what waits for them.
@@ -70,15 +86,22 @@ impl SipUsage {
             EdgeOutput::SendLocal { to, bytes } => self.out.push_back(UsageEvent::SendLocal { to, bytes }),
             EdgeOutput::SendNode { node, bytes } => self.send_node(now, wall_ms, node_id(node), bytes, overlay, edge),
             EdgeOutput::StoreRegistration { op, aor, expires_s } => match registration_value(overlay.node_id()) {
-                Ok(value) => self.store(now, wall_ms, op, &aor, value, expires_s, overlay, edge),
+                Ok(value) => {
+                    if self.store(now, wall_ms, op, &aor, value, expires_s, overlay, edge) {
+                        self.counters.stores += 1;
+                    }
+                }
                 Err(e) => edge.handle_overlay(now, wall_ms, op, OverlayResult::Failed(e.to_string())),
             },
             EdgeOutput::RemoveRegistration { op, aor } => {
                 let value = tombstone_value(overlay.node_id());
-                self.store(now, wall_ms, op, &aor, value, TOMBSTONE_S, overlay, edge);
+                if self.store(now, wall_ms, op, &aor, value, TOMBSTONE_S, overlay, edge) {
+                    self.counters.removals += 1;
+                }
             }
             EdgeOutput::FetchRegistration { op, aor } => match overlay.command(now, fetch_command(&aor)) {
                 Ok(id) => {
+                    self.counters.fetches += 1;
                     self.pending.insert(id, UsageOp::Fetch(op));
                 }
                 Err(e) => edge.handle_overlay(now, wall_ms, op, OverlayResult::Failed(e.to_string())),
@@ -158,6 +181,11 @@ impl SipUsage {
         self.pending.len()
     }
 
+    /// The overlay requests made so far.
+    pub fn counters(&self) -> UsageCounters {
+        self.counters
+    }
+
     fn send_node(
         &mut self,
         now: Instant,
@@ -181,6 +209,7 @@ impl SipUsage {
         if first {
             match overlay.command(now, Command::AppAttach { node, application: APPLICATION_SIP }) {
                 Ok(id) => {
+                    self.counters.app_attaches += 1;
                     self.pending.insert(id, UsageOp::Attach(node));
                 }
                 Err(e) => self.node_failed(now, wall_ms, node, &e.to_string(), edge),
@@ -188,6 +217,7 @@ impl SipUsage {
         }
     }
 
+    /// Whether the overlay took the request (its outcome comes later).
     #[allow(clippy::too_many_arguments)]
     fn store(
         &mut self,
@@ -199,12 +229,16 @@ impl SipUsage {
         lifetime_s: u32,
         overlay: &mut OverlayNode,
         edge: &mut SipEdge,
-    ) {
+    ) -> bool {
         match overlay.command(now, store_command(aor, value, lifetime_s)) {
             Ok(id) => {
                 self.pending.insert(id, UsageOp::Store(op));
+                true
             }
-            Err(e) => edge.handle_overlay(now, wall_ms, op, OverlayResult::Failed(e.to_string())),
+            Err(e) => {
+                edge.handle_overlay(now, wall_ms, op, OverlayResult::Failed(e.to_string()));
+                false
+            }
         }
     }
 }

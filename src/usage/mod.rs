@@ -18,7 +18,7 @@
 mod glue;
 pub mod records;
 
-pub use glue::{SipUsage, UsageEvent};
+pub use glue::{SipUsage, UsageCounters, UsageEvent};
 pub use records::{
     TOMBSTONE_S, aor_resource, describe_registration, fetch_command, node_id, node_ref, registration_value,
     serving_nodes, sip_candidate, store_command, tombstone_value,

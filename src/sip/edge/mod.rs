@@ -262,6 +262,13 @@ impl SipEdge {
         self.core.counters
     }
 
+    /// Whether no proxy transaction and no SIP transaction is held (true
+    /// again once the last transaction's timers ran out).
+    pub fn is_idle(&self) -> bool {
+        let p = &self.proxy;
+        p.proxies.is_empty() && p.by_client.is_empty() && p.by_server.is_empty() && self.core.tl.is_empty()
+    }
+
     /// A datagram or deframed stream message from a phone.
     pub fn handle_local(&mut self, now: Instant, wall_ms: u64, bytes: &[u8], from: TransportAddr) {
         match SipMessage::parse(bytes) {
