@@ -35,8 +35,11 @@ const SIP_PORT: u16 = 5060;
 const NODE_SIP_PORT: u16 = 5061;
 /// Registrations the phones ask for.
 const REGISTER_EXPIRES: u32 = 3600;
-/// Phones start registering over this many seconds.
+/// Phones start registering over this many seconds at least...
 const REGISTER_SPREAD_S: f64 = 10.0;
+/// ...and at most this many per simulated second (a million phones take
+/// 100 s, as a network's phones would not all register in the same ten).
+const REGISTER_RATE: f64 = 10_000.0;
 /// How long an established call is held before the caller hangs up.
 const HOLD: Micros = 5 * US_PER_S;
 /// The final resolution checks get this long.
@@ -150,6 +153,7 @@ impl Simulation {
             return;
         }
         let domain = self.config.overlay_name.clone();
+        let spread = REGISTER_SPREAD_S.max(n as f64 / REGISTER_RATE);
         for i in 0..n {
             let Ok(i) = u32::try_from(i) else { break };
             let aor = format!("phone{i}@{domain}");
@@ -172,15 +176,15 @@ impl Simulation {
                 timer_at: None,
                 outgoing: BTreeMap::new(),
             });
-            let at = self.now + super::world::secs_to_us(REGISTER_SPREAD_S * f64::from(i) / n as f64);
+            let at = self.now + super::world::secs_to_us(spread * f64::from(i) / n as f64);
             self.queue.push(at, Ev::Step(Step::Rehome { phone: i }));
         }
         if self.opts.calls_per_s > 0.0 {
-            let at = self.now + super::world::secs_to_us(REGISTER_SPREAD_S);
+            let at = self.now + super::world::secs_to_us(spread);
             self.queue.push(at, Ev::Step(Step::Call));
         }
         if self.opts.messages_per_s > 0.0 {
-            let at = self.now + super::world::secs_to_us(REGISTER_SPREAD_S);
+            let at = self.now + super::world::secs_to_us(spread);
             self.queue.push(at, Ev::Step(Step::Message));
         }
     }
