@@ -569,7 +569,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-fn parse_algorithm(a: &str) -> Result<(DigestAlgorithm, bool), DigestError> {
+pub(super) fn parse_algorithm(a: &str) -> Result<(DigestAlgorithm, bool), DigestError> {
     let lower = a.to_ascii_lowercase();
     let (base, session) = match lower.strip_suffix("-sess") {
         Some(b) => (b, true),

@@ -33,7 +33,7 @@ pub fn parse_challenge(value: &str) -> Result<Challenge, DigestError> {
     let need = |name: &'static str| params.get(name).cloned().ok_or(DigestError::Missing(name));
     let (algorithm, session) = match params.get("algorithm") {
         None => (DigestAlgorithm::Md5, false),
-        Some(a) => algorithm_of(a)?,
+        Some(a) => digest::parse_algorithm(a)?,
     };
     let qop_auth =
         params.get("qop").is_some_and(|q| q.split(',').any(|t| t.trim().eq_ignore_ascii_case(Qop::Auth.as_str())));
@@ -51,19 +51,6 @@ pub fn parse_challenge(value: &str) -> Result<Challenge, DigestError> {
         qop_auth,
         stale: params.get("stale").is_some_and(|s| s.eq_ignore_ascii_case("true")),
     })
-}
-
-fn algorithm_of(a: &str) -> Result<(DigestAlgorithm, bool), DigestError> {
-    let lower = a.to_ascii_lowercase();
-    let (base, session) = match lower.strip_suffix("-sess") {
-        Some(b) => (b, true),
-        None => (lower.as_str(), false),
-    };
-    match base {
-        "md5" => Ok((DigestAlgorithm::Md5, session)),
-        "sha-256" => Ok((DigestAlgorithm::Sha256, session)),
-        _ => Err(DigestError::UnsupportedAlgorithm(a.to_owned())),
-    }
 }
 
 /// The challenge header a 401 or 407 carries, and the credentials header
