@@ -253,8 +253,18 @@ impl Node {
             }
         }
         let (sip_tx, sip_rx) = mpsc::channel(depth);
-        let sip_start =
-            sip_glue::start_sip(&paths, &settings, &doc, &db, &sec, node_id, client, advertise, sip_tx).await?;
+        let sip_start = sip_glue::start_sip(
+            &paths,
+            &settings,
+            &doc,
+            &db,
+            &sec,
+            node_id,
+            client,
+            advertise,
+            super::sip_io::SipInputs::new(sip_tx),
+        )
+        .await?;
         let (sip, edge) = match sip_start {
             Some((sockets, edge, app)) => {
                 machine.set_app_candidates(app);

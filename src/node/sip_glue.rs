@@ -15,7 +15,7 @@ use tracing::{debug, info};
 use super::super::config::{LocalSettings, NodePaths};
 use super::super::db::NodeDb;
 use super::super::link::LinkSecurity;
-use super::super::sip_io::{self, SipInput};
+use super::super::sip_io::{self, SipInput, SipInputs};
 use super::{Node, wall_now};
 use crate::overlay::document::OverlayDocument;
 use crate::peer::host_candidate;
@@ -30,7 +30,7 @@ pub(in crate::node) struct SipSockets {
     udp: Option<Arc<UdpSocket>>,
     flows: HashMap<u64, mpsc::Sender<Vec<u8>>>,
     nodes: HashMap<NodeId, (u64, mpsc::Sender<Vec<u8>>)>,
-    inputs_tx: mpsc::Sender<SipInput>,
+    inputs_tx: SipInputs,
     pub listening: Vec<String>,
     /// Phones' TLS connections refused (counted by the TLS listener).
     tls_failures: Arc<AtomicU64>,
@@ -71,7 +71,7 @@ pub(super) async fn start_sip(
     id: NodeId,
     client: bool,
     advertise: Option<SocketAddr>,
-    inputs_tx: mpsc::Sender<SipInput>,
+    inputs_tx: SipInputs,
 ) -> anyhow::Result<Option<(SipSockets, SipEdge, AppCandidates)>> {
     let cfg = settings.sip.clone();
     if client || (cfg.udp.is_none() && cfg.tcp.is_none() && cfg.tls.is_none()) {

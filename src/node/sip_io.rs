@@ -77,14 +77,35 @@ pub enum SipInput {
     },
 }
 
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+/// The way into the node's loop for every SIP socket task, with the
+/// node's own allocator of flow and connection ids (per node, not per
+/// process: several nodes may run in one process).
+#[derive(Clone, Debug)]
+pub struct SipInputs {
+    tx: mpsc::Sender<SipInput>,
+    ids: Arc<AtomicU64>,
+}
 
-fn next_id() -> u64 {
-    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+impl SipInputs {
+    pub fn new(tx: mpsc::Sender<SipInput>) -> SipInputs {
+        SipInputs { tx, ids: Arc::new(AtomicU64::new(1)) }
+    }
+
+    async fn send(&self, input: SipInput) -> Result<(), mpsc::error::SendError<SipInput>> {
+        self.tx.send(input).await
+    }
+
+    fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    fn next_id(&self) -> u64 {
+        self.ids.fetch_add(1, Ordering::Relaxed)
+    }
 }
 
 /// Receives UDP datagrams into the loop; returns the socket for sending.
-pub async fn udp(addr: SocketAddr, inputs: mpsc::Sender<SipInput>) -> std::io::Result<Arc<UdpSocket>> {
+pub async fn udp(addr: SocketAddr, inputs: SipInputs) -> std::io::Result<Arc<UdpSocket>> {
     let sock = Arc::new(UdpSocket::bind(addr).await?);
     let rx = Arc::clone(&sock);
     let local = sock.local_addr()?;
@@ -113,7 +134,7 @@ pub async fn udp(addr: SocketAddr, inputs: mpsc::Sender<SipInput>) -> std::io::R
 }
 
 /// Accepts phones' TCP connections (each a flow, RFC 5626).
-pub async fn tcp(addr: SocketAddr, inputs: mpsc::Sender<SipInput>) -> std::io::Result<SocketAddr> {
+pub async fn tcp(addr: SocketAddr, inputs: SipInputs) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     tokio::spawn(async move {
@@ -138,7 +159,7 @@ pub async fn tcp(addr: SocketAddr, inputs: mpsc::Sender<SipInput>) -> std::io::R
 pub async fn tls(
     addr: SocketAddr,
     acceptor: SslAcceptor,
-    inputs: mpsc::Sender<SipInput>,
+    inputs: SipInputs,
     failures: Arc<AtomicU64>,
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
@@ -195,11 +216,11 @@ async fn phone_handshake(acceptor: &SslAcceptor, tcp: TcpStream) -> Result<SslSt
 /// Serves one phone's stream connection (TCP or TLS) as an RFC 5626 flow:
 /// announces it, hands its messages to the loop tagged with the flow, and
 /// reports its end.
-async fn serve_phone_flow<S>(stream: S, from: SocketAddr, transport: Transport, inputs: mpsc::Sender<SipInput>)
+async fn serve_phone_flow<S>(stream: S, from: SocketAddr, transport: Transport, inputs: SipInputs)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let flow = next_id();
+    let flow = inputs.next_id();
     let (tx, rx) = mpsc::channel(CONN_QUEUE);
     if inputs.send(SipInput::FlowOpened { flow, tx }).await.is_err() {
         return;
@@ -212,12 +233,7 @@ where
 
 /// Reads SIP messages from a stream until it closes, writing what `rx`
 /// brings; answers CRLFCRLF pings with a CRLF pong. Returns why it ended.
-async fn serve_stream<S, F>(
-    stream: S,
-    mut rx: mpsc::Receiver<Vec<u8>>,
-    wrap: F,
-    inputs: &mpsc::Sender<SipInput>,
-) -> String
+async fn serve_stream<S, F>(stream: S, mut rx: mpsc::Receiver<Vec<u8>>, wrap: F, inputs: &SipInputs) -> String
 where
     S: AsyncRead + AsyncWrite + Unpin,
     F: Fn(Vec<u8>) -> SipInput,
@@ -272,11 +288,7 @@ where
 
 /// Accepts other nodes' SIP-over-TLS connections (certificates checked as
 /// for overlay links: overlay root, Node-ID).
-pub async fn node_tls(
-    addr: SocketAddr,
-    sec: Arc<LinkSecurity>,
-    inputs: mpsc::Sender<SipInput>,
-) -> anyhow::Result<SocketAddr> {
+pub async fn node_tls(addr: SocketAddr, sec: Arc<LinkSecurity>, inputs: SipInputs) -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let ctx = base_context(LinkKind::TlsTcpFhNoIce, &sec)?.build();
@@ -300,7 +312,7 @@ pub async fn node_tls(
 }
 
 /// Dials another node's SIP-over-TLS listener (found through AppAttach).
-pub fn dial_node(addr: SocketAddr, node: NodeId, sec: Arc<LinkSecurity>, inputs: mpsc::Sender<SipInput>) {
+pub fn dial_node(addr: SocketAddr, node: NodeId, sec: Arc<LinkSecurity>, inputs: SipInputs) {
     tokio::spawn(async move {
         let attempt = async {
             let ctx = base_context(LinkKind::TlsTcpFhNoIce, &sec).map_err(|e| e.to_string())?.build();
@@ -339,8 +351,8 @@ async fn tls_handshake(
     Ok((stream, node))
 }
 
-async fn run_node_conn(stream: SslStream<TcpStream>, node: NodeId, inputs: mpsc::Sender<SipInput>) {
-    let conn = next_id();
+async fn run_node_conn(stream: SslStream<TcpStream>, node: NodeId, inputs: SipInputs) {
+    let conn = inputs.next_id();
     let (tx, rx) = mpsc::channel(CONN_QUEUE);
     if inputs.send(SipInput::NodeConnected { node, conn, tx }).await.is_err() {
         return;
@@ -371,7 +383,8 @@ mod tests {
         b.set_private_key(&key).unwrap();
         let (tx, rx) = mpsc::channel(16);
         let failures = Arc::new(AtomicU64::new(0));
-        let local = tls("127.0.0.1:0".parse().unwrap(), b.build(), tx, Arc::clone(&failures)).await.unwrap();
+        let local =
+            tls("127.0.0.1:0".parse().unwrap(), b.build(), SipInputs::new(tx), Arc::clone(&failures)).await.unwrap();
         (local, cert, rx, failures)
     }
 

@@ -21,8 +21,8 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
 use super::{
-    Command, Counters, Link, LinkError, LinkEvent, LinkId, LinkKind, LinkSecurity, MAX_PENDING_HANDSHAKES, SEND_QUEUE,
-    new_link, next_link_id, unix_now,
+    Command, Counters, Link, LinkError, LinkEvent, LinkId, LinkIds, LinkKind, LinkSecurity, MAX_PENDING_HANDSHAKES,
+    SEND_QUEUE, new_link, unix_now,
 };
 use crate::link::{DtlsContexts, DtlsLink, Event, Role, client_hello_random, is_client_hello};
 use crate::nat::{PacketClass, classify};
@@ -162,6 +162,7 @@ struct SocketTask {
     lagging: BTreeSet<LinkId>,
     accepted: Option<mpsc::UnboundedSender<Link>>,
     counters: Arc<Counters>,
+    ids: LinkIds,
     commands_tx: mpsc::Sender<Command>,
     commands: mpsc::Receiver<Command>,
     closes_tx: mpsc::UnboundedSender<LinkId>,
@@ -197,6 +198,7 @@ impl SocketTask {
             lagging: BTreeSet::new(),
             accepted,
             counters: Arc::new(Counters::default()),
+            ids: LinkIds::default(),
             commands_tx: commands_tx.clone(),
             commands,
             closes_tx,
@@ -351,7 +353,7 @@ impl SocketTask {
     }
 
     fn insert(&mut self, machine: DtlsLink, remote: SocketAddr, purpose: Purpose) -> LinkId {
-        let id = next_link_id();
+        let id = self.ids.next();
         let s = Session { machine, remote, purpose: Some(purpose), events: None, deadline: None };
         self.sessions.insert(id, s);
         id

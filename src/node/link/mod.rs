@@ -50,11 +50,15 @@ impl std::fmt::Display for LinkId {
     }
 }
 
-static NEXT_LINK_ID: AtomicU64 = AtomicU64::new(1);
+/// Allocates the ids of one socket's or listener's links (ids only name
+/// links within their owner; several nodes in one process share nothing).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct LinkIds(Arc<AtomicU64>);
 
-/// A fresh process-wide link id (ids only name links; nothing else is shared).
-pub(crate) fn next_link_id() -> LinkId {
-    LinkId(NEXT_LINK_ID.fetch_add(1, Ordering::Relaxed))
+impl LinkIds {
+    pub(crate) fn next(&self) -> LinkId {
+        LinkId(self.0.fetch_add(1, Ordering::Relaxed).saturating_add(1))
+    }
 }
 
 /// What a link reports to its owner.
@@ -193,7 +197,7 @@ pub async fn dial(
     expected: Option<NodeId>,
 ) -> Result<Link, LinkError> {
     match kind {
-        LinkKind::TlsTcpFhNoIce => tls::dial(addr, sec, expected).await,
+        LinkKind::TlsTcpFhNoIce => tls::dial(addr, sec, expected, &LinkIds::default()).await,
         LinkKind::DtlsUdpSrNoIce => dtls::dial_ephemeral(addr, sec, expected).await,
     }
 }
@@ -264,7 +268,7 @@ impl LinkListener {
     /// with [`LinkError::SocketClosed`] once the listener is dropped.
     pub fn dialer(&self) -> LinkDialer {
         LinkDialer(match &self.inner {
-            ListenerInner::Tls(l) => DialerInner::Tls(l.security()),
+            ListenerInner::Tls(l) => DialerInner::Tls(l.security(), l.ids()),
             ListenerInner::Dtls(l) => DialerInner::Dtls(l.commands()),
         })
     }
@@ -276,7 +280,7 @@ pub struct LinkDialer(DialerInner);
 
 #[derive(Clone)]
 enum DialerInner {
-    Tls(Arc<LinkSecurity>),
+    Tls(Arc<LinkSecurity>, LinkIds),
     Dtls(mpsc::Sender<Command>),
 }
 
@@ -290,7 +294,7 @@ impl LinkDialer {
     /// handshake, and this call returns that link. Both ends see one link.
     pub async fn dial(&self, addr: SocketAddr, expected: Option<NodeId>) -> Result<Link, LinkError> {
         match &self.0 {
-            DialerInner::Tls(sec) => tls::dial(addr, sec.clone(), expected).await,
+            DialerInner::Tls(sec, ids) => tls::dial(addr, sec.clone(), expected, ids).await,
             DialerInner::Dtls(c) => dtls::dial_on(c, addr, expected).await,
         }
     }
@@ -300,7 +304,7 @@ impl LinkDialer {
     /// there reach it. TLS links are bound to their connection.
     pub async fn set_remote(&self, id: LinkId, addr: SocketAddr) -> Result<(), LinkError> {
         match &self.0 {
-            DialerInner::Tls(_) => Err(LinkError::Setup("a TLS link cannot change its address".into())),
+            DialerInner::Tls(..) => Err(LinkError::Setup("a TLS link cannot change its address".into())),
             DialerInner::Dtls(c) => dtls::set_remote_on(c, id, addr).await,
         }
     }

@@ -16,8 +16,8 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::{
-    Command, Counters, EVENT_QUEUE, HANDSHAKE_TIMEOUT, Link, LinkError, LinkEvent, LinkId, LinkKind, LinkSecurity,
-    MAX_PENDING_HANDSHAKES, SEND_QUEUE, new_link, next_link_id, unix_now,
+    Command, Counters, EVENT_QUEUE, HANDSHAKE_TIMEOUT, Link, LinkError, LinkEvent, LinkId, LinkIds, LinkKind,
+    LinkSecurity, MAX_PENDING_HANDSHAKES, SEND_QUEUE, new_link, unix_now,
 };
 use crate::link::tls::{WRITE_HIGH_WATER, tls_context};
 use crate::link::{Event, PeerIdentity, TlsLink};
@@ -35,6 +35,7 @@ pub(crate) struct TlsListener {
     sec: Arc<LinkSecurity>,
     links: mpsc::Receiver<Link>,
     counters: Arc<Counters>,
+    ids: LinkIds,
     task: JoinHandle<()>,
 }
 
@@ -51,9 +52,10 @@ impl TlsListener {
         let local = listener.local_addr()?;
         let (tx, links) = mpsc::channel(16);
         let counters = Arc::new(Counters::default());
-        let acceptor = Acceptor { ctx, sec: sec.clone(), tx, counters: counters.clone() };
+        let ids = LinkIds::default();
+        let acceptor = Acceptor { ctx, sec: sec.clone(), tx, counters: counters.clone(), ids: ids.clone() };
         let task = tokio::spawn(acceptor.run(listener).instrument(tracing::info_span!("tls_listener", %local)));
-        Ok(TlsListener { local, sec, links, counters, task })
+        Ok(TlsListener { local, sec, links, counters, ids, task })
     }
 
     pub(crate) fn local_addr(&self) -> SocketAddr {
@@ -66,6 +68,10 @@ impl TlsListener {
 
     pub(crate) fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    pub(crate) fn ids(&self) -> LinkIds {
+        self.ids.clone()
     }
 
     pub(crate) async fn accept(&mut self) -> Link {
@@ -82,6 +88,7 @@ struct Acceptor {
     sec: Arc<LinkSecurity>,
     tx: mpsc::Sender<Link>,
     counters: Arc<Counters>,
+    ids: LinkIds,
 }
 
 impl Acceptor {
@@ -107,7 +114,7 @@ impl Acceptor {
             tokio::spawn(async move {
                 let machine = TlsLink::server(&this.ctx, &this.sec, Instant::now(), unix_now());
                 let outcome = match machine {
-                    Ok(m) => start(tcp, from, m).await,
+                    Ok(m) => start(tcp, from, m, this.ids.next()).await,
                     Err(e) => Err(e),
                 };
                 drop(permit);
@@ -131,20 +138,20 @@ pub(crate) async fn dial(
     addr: SocketAddr,
     sec: Arc<LinkSecurity>,
     expected: Option<NodeId>,
+    ids: &LinkIds,
 ) -> Result<Link, LinkError> {
     let ctx = tls_context(&sec)?;
     let tcp =
         tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr)).await.map_err(|_| LinkError::Timeout)??;
     let machine = TlsLink::client(&ctx, &sec, Instant::now(), unix_now(), expected)?;
-    start(tcp, addr, machine).await
+    start(tcp, addr, machine, ids.next()).await
 }
 
 /// Runs the handshake, then hands the connection to its link task.
-async fn start(tcp: TcpStream, remote: SocketAddr, mut machine: TlsLink) -> Result<Link, LinkError> {
+async fn start(tcp: TcpStream, remote: SocketAddr, mut machine: TlsLink, id: LinkId) -> Result<Link, LinkError> {
     tcp.set_nodelay(true)?;
     let (mut rd, mut wr) = tcp.into_split();
     let peer = handshake(&mut rd, &mut wr, &mut machine).await?;
-    let id = next_link_id();
     let (commands_tx, commands) = mpsc::channel(SEND_QUEUE);
     let (closes_tx, closes) = mpsc::unbounded_channel();
     let (link, events) = new_link(id, peer, remote, LinkKind::TlsTcpFhNoIce, commands_tx, closes_tx);
