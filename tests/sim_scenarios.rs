@@ -312,6 +312,9 @@ fn phones_survive_a_mass_failure() {
     assert_eq!(r.registration_success_rate, Some(1.0), "{:?}", r.failures);
     let recovery = r.call_recovery_s.expect("a kill happened");
     assert!(recovery <= 10.0, "calls failed until {recovery} s after the kill: {:?}", r.failures);
+    // Reachable as soon as their REGISTER at the new peer succeeded.
+    assert!(r.calls_to_rehomed > 10, "{r:?}");
+    assert_eq!(r.calls_to_rehomed_failed, 0, "{:?}", r.failures);
     assert_eq!(r.registrations_lost, 0);
     assert!(r.ring_correct);
 }

@@ -24,7 +24,7 @@ import json, sys
 name, path, args = sys.argv[1], sys.argv[2], sys.argv[3]
 j = json.load(open(path))
 keys = ["nodes", "phones", "crypto", "registrations", "registration_success_rate", "phones_rehomed", "calls",
-        "call_success_rate", "calls_failed_node_lost", "call_setup_ms_p50", "call_setup_ms_p99", "call_recovery_s",
+        "call_success_rate", "calls_failed_node_lost", "calls_to_rehomed", "calls_to_rehomed_failed", "call_setup_ms_p50", "call_setup_ms_p99", "call_recovery_s",
         "sip_messages", "messages_delivered_rate", "registrations_lost", "ring_correct", "repair_s", "wall_s",
         "peak_rss_mb"]
 fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)

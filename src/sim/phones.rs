@@ -84,6 +84,8 @@ pub(super) struct Phone {
     /// The peer it registers at.
     pub home: Option<SlotId>,
     pub registered: bool,
+    /// Registered at another peer after its first one died.
+    rehomed: bool,
     timer_at: Option<Micros>,
     /// Calls this phone placed: callee, the callee's serving peer, start.
     outgoing: BTreeMap<CallId, (u32, SlotId, Micros)>,
@@ -96,6 +98,8 @@ pub(super) struct Phones {
     /// Node-to-node SIP connections (smaller slot first).
     conns: BTreeSet<(SlotId, SlotId)>,
     pub resolve_pending: usize,
+    /// Calls in flight to re-homed phones: (caller, call).
+    to_rehomed: BTreeSet<(u32, u64)>,
     /// MESSAGEs in flight: (sender, id) → recipient.
     msg_targets: BTreeMap<(u32, u64), u32>,
 }
@@ -114,6 +118,10 @@ pub struct PhoneMetrics {
     /// against the success rate).
     pub calls_failed_node_lost: u64,
     pub setup_us: Vec<Micros>,
+    /// Calls to phones that had re-registered at another peer (placed
+    /// after that REGISTER succeeded), and how many of those failed.
+    pub calls_to_rehomed: u64,
+    pub calls_to_rehomed_failed: u64,
     /// Start of the last failed call placed after the mass kill.
     pub last_failure_after_kill: Option<Micros>,
     pub messages: u64,
@@ -173,6 +181,7 @@ impl Simulation {
                 password,
                 home: None,
                 registered: false,
+                rehomed: false,
                 timer_at: None,
                 outgoing: BTreeMap::new(),
             });
@@ -234,6 +243,7 @@ impl Simulation {
         let Some(ph) = self.phones.list.get_mut(i as usize) else { return };
         ph.home = Some(home);
         ph.registered = false;
+        ph.rehomed |= !first;
         ph.ua.set_next_hop(udp(sip_addr(home)));
         let _ = ph.ua.register(now);
         self.phone_metrics.registrations += 1;
@@ -411,6 +421,8 @@ impl Simulation {
                 }
             }
             UaEvent::CallFailed { call, code } => {
+                let to_rehomed = self.phones.to_rehomed.remove(&(i, call.0));
+                let Some(p) = self.phones.list.get_mut(i as usize) else { return };
                 if let Some((callee, callee_home, started)) = p.outgoing.remove(&call) {
                     let caller_home = p.home;
                     let lost = !caller_home.is_some_and(|h| self.is_alive(h))
@@ -420,6 +432,7 @@ impl Simulation {
                         self.phone_metrics.calls_failed_node_lost += 1;
                     } else {
                         self.phone_metrics.calls_failed += 1;
+                        self.phone_metrics.calls_to_rehomed_failed += u64::from(to_rehomed);
                         self.metrics.note_failure("call", code.to_string());
                         if kill.is_some_and(|k| started >= k) {
                             let last = self.phone_metrics.last_failure_after_kill.get_or_insert(started);
@@ -430,6 +443,7 @@ impl Simulation {
             }
             UaEvent::CallEnded { call, .. } => {
                 p.outgoing.remove(&call);
+                self.phones.to_rehomed.remove(&(i, call.0));
             }
             UaEvent::MessageDelivered { id } => {
                 self.phones.msg_targets.remove(&(i, id.0));
@@ -478,10 +492,15 @@ impl Simulation {
         let now = self.instant();
         let Some(callee) = self.phones.list.get(b as usize) else { return };
         let (target, callee_home) = (format!("sip:{}", callee.aor), callee.home.unwrap_or_default());
+        let to_rehomed = callee.rehomed;
         let Some(caller) = self.phones.list.get_mut(a as usize) else { return };
         if let Ok(call) = caller.ua.call(now, &target, None) {
             caller.outgoing.insert(call, (b, callee_home, self.now));
             self.phone_metrics.calls += 1;
+            if to_rehomed {
+                self.phone_metrics.calls_to_rehomed += 1;
+                self.phones.to_rehomed.insert((a, call.0));
+            }
         }
         self.drive_phone(a);
     }

@@ -193,6 +193,10 @@ pub struct SimReport {
     pub call_success_rate: Option<f64>,
     /// Calls that failed because a serving peer died meanwhile.
     pub calls_failed_node_lost: u64,
+    /// Calls to phones re-registered at another peer after theirs died,
+    /// placed after that REGISTER succeeded; and how many failed.
+    pub calls_to_rehomed: u64,
+    pub calls_to_rehomed_failed: u64,
     /// INVITE to ACK in virtual time (the callee answers at once).
     pub call_setup_ms_p50: Option<f64>,
     pub call_setup_ms_p99: Option<f64>,
@@ -366,6 +370,8 @@ pub(super) fn build(sim: &Simulation, ring: RingCheck) -> SimReport {
     r.calls = p.calls;
     r.call_success_rate = rate(p.calls_ok, p.calls_ok + p.calls_failed);
     r.calls_failed_node_lost = p.calls_failed_node_lost;
+    r.calls_to_rehomed = p.calls_to_rehomed;
+    r.calls_to_rehomed_failed = p.calls_to_rehomed_failed;
     let mut setup = p.setup_us.clone();
     setup.sort_unstable();
     let q = |f: f64| {
