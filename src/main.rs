@@ -42,7 +42,7 @@ enum Cmd {
     /// Fetch the value stored under NAME.
     Fetch(nodecli::FetchArgs),
     /// Which peer is responsible for NAME, and the route a request takes there.
-    Lookup(nodecli::NameArgs),
+    Lookup(nodecli::LookupArgs),
     /// SIP accounts of a node (registrar users).
     #[command(subcommand)]
     User(nodecli::UserCmd),

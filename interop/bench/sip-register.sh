@@ -118,14 +118,14 @@ if [ "$ONLY" != kamailio ]; then
         bin=$CHORDPHONE_BIN
     elif [ "$PROFILE" = release ]; then
         if (cd "$ROOT" && cargo build --release --quiet) >"$W/build.log" 2>&1; then
-            bin="$W/chordphone" && cp "$ROOT/target/release/chordphone" "$bin"
+            bin="$W/chordphone" && cp "${CARGO_TARGET_DIR:-$ROOT/target}/release/chordphone" "$bin"
         else
             tail -20 "$W/build.log" >&2
             cp_log "chordphone: release build failed: skipping the chordphone side"
         fi
     else
         (cd "$ROOT" && cargo build --quiet) >"$W/build.log" 2>&1 && bin="$W/chordphone" &&
-            cp "$ROOT/target/debug/chordphone" "$bin" ||
+            cp "${CARGO_TARGET_DIR:-$ROOT/target}/debug/chordphone" "$bin" ||
             cp_log "chordphone: build failed: skipping the chordphone side"
     fi
     if [ -n "$bin" ]; then

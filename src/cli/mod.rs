@@ -79,8 +79,12 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
 }
 
 fn call(data_dir: &Path, req: ControlRequest) -> anyhow::Result<serde_json::Value> {
+    call_with(data_dir, req, CALL_TIMEOUT)
+}
+
+fn call_with(data_dir: &Path, req: ControlRequest, timeout: Duration) -> anyhow::Result<serde_json::Value> {
     let socket = NodePaths { data_dir: data_dir.to_path_buf() }.control_socket();
-    let answer: ControlResponse = block_on(control::call(&socket, &req, CALL_TIMEOUT))??;
+    let answer: ControlResponse = block_on(control::call(&socket, &req, timeout))??;
     if answer.ok {
         Ok(answer.result.unwrap_or(serde_json::Value::Null))
     } else {
@@ -179,8 +183,26 @@ pub fn fetch(args: FetchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[derive(Args, Debug)]
+pub struct LookupArgs {
+    #[command(flatten)]
+    pub name: NameArgs,
+    /// Run K lookups of NAME0, NAME1, … back to back inside the node and
+    /// report their latency, measured in the node from issuing each
+    /// overlay request to its answer (with --json: every sample).
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..=i64::from(control::MAX_LOOKUP_SERIES)))]
+    pub repeat: Option<u32>,
+}
+
+/// Time allowed per lookup of a series on top of [`CALL_TIMEOUT`].
+const SERIES_TIME_PER_LOOKUP: Duration = Duration::from_millis(100);
+
 /// `chordphone lookup`.
-pub fn lookup(args: NameArgs) -> anyhow::Result<()> {
+pub fn lookup(args: LookupArgs) -> anyhow::Result<()> {
+    let LookupArgs { name: args, repeat } = args;
+    if let Some(count) = repeat {
+        return lookup_series(args, count);
+    }
     let r = call(&args.data_dir, ControlRequest::Lookup { name: args.name })?;
     if args.json {
         println!("{r}");
@@ -188,8 +210,41 @@ pub fn lookup(args: NameArgs) -> anyhow::Result<()> {
         println!("responsible  {}", field(&r, "responsible").as_str().unwrap_or("?"));
         println!("hops         {}", field(&r, "hops"));
         println!("route        {}", list(field(&r, "route")));
+        println!("elapsed      {} µs", field(&r, "elapsed_us"));
     }
     Ok(())
+}
+
+fn lookup_series(args: NameArgs, count: u32) -> anyhow::Result<()> {
+    let timeout = CALL_TIMEOUT + SERIES_TIME_PER_LOOKUP * count;
+    let r = call_with(&args.data_dir, ControlRequest::LookupSeries { prefix: args.name, count }, timeout)?;
+    if args.json {
+        println!("{r}");
+        return Ok(());
+    }
+    let numbers = |k: &str| -> Vec<u64> {
+        field(&r, k).as_array().map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect()).unwrap_or_default()
+    };
+    let mut us = numbers("elapsed_us");
+    us.sort_unstable();
+    let hops = numbers("hops");
+    let mean = |v: &[u64]| if v.is_empty() { 0.0 } else { v.iter().sum::<u64>() as f64 / v.len() as f64 };
+    println!("lookups      {} ({} failed)", field(&r, "count"), field(&r, "failed"));
+    println!(
+        "latency      p50 {} µs, p99 {} µs, max {} µs, mean {:.0} µs",
+        percentile(&us, 50),
+        percentile(&us, 99),
+        us.last().copied().unwrap_or(0),
+        mean(&us)
+    );
+    println!("hops         mean {:.2}", mean(&hops));
+    Ok(())
+}
+
+/// The nearest-rank `p`th percentile of sorted samples (0 when empty).
+fn percentile(sorted: &[u64], p: usize) -> u64 {
+    let rank = (sorted.len() * p).div_ceil(100).max(1);
+    sorted.get(rank - 1).copied().unwrap_or(0)
 }
 
 // ---- overlay administration and enrollment ----

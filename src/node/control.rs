@@ -15,6 +15,11 @@ use tokio::sync::{mpsc, oneshot};
 /// Longest request line accepted (a store value is at most a few KiB).
 const MAX_LINE: usize = 64 * 1024;
 
+/// Most lookups one [`ControlRequest::LookupSeries`] may ask for: each
+/// sample is a number in the one-line answer, so this bounds it to about a
+/// megabyte.
+pub const MAX_LOOKUP_SERIES: u32 = 100_000;
+
 /// What an operator asks a running node.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -35,6 +40,12 @@ pub enum ControlRequest {
     },
     Lookup {
         name: String,
+    },
+    /// `count` lookups of `prefix0`, `prefix1`, … issued back to back in
+    /// the node; answers with each one's latency (`elapsed_us`) and hops.
+    LookupSeries {
+        prefix: String,
+        count: u32,
     },
     /// Add (or replace) a SIP account with its user certificate (base64
     /// PKCS#8 key and DER certificate binding the AOR and this node).
@@ -59,6 +70,7 @@ impl ControlRequest {
             ControlRequest::Store { .. } => "store",
             ControlRequest::Fetch { .. } => "fetch",
             ControlRequest::Lookup { .. } => "lookup",
+            ControlRequest::LookupSeries { .. } => "lookup_series",
             ControlRequest::AddUser { .. } => "add_user",
             ControlRequest::RemoveUser { .. } => "remove_user",
             ControlRequest::ListUsers => "list_users",

@@ -9,6 +9,7 @@ pub mod dataplane;
 pub mod db;
 pub mod enroll;
 pub mod link;
+mod lookups;
 pub mod metrics;
 mod ops;
 pub mod runtime;

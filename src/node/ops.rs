@@ -8,6 +8,7 @@ use tracing::{debug, error, info, info_span, warn};
 
 use super::accounts::{UserIdentityRecord, account_identity, delete_account, save_account};
 use super::control::{ControlCall, ControlRequest, ControlResponse};
+use super::lookups::PendingCall;
 use super::metrics::{Metric, Snapshot};
 use super::runtime::Node;
 use crate::overlay::{Command, Failure, Outcome};
@@ -73,10 +74,15 @@ impl Node {
                 }
             }
             ControlRequest::Lookup { name } => Command::Lookup { resource: ResourceId::from_name(name.as_bytes()) },
+            ControlRequest::LookupSeries { prefix, count } => {
+                let (prefix, count) = (prefix.clone(), *count);
+                self.start_lookup_series(now, reply, request, prefix, count);
+                return;
+            }
         };
         match self.peer.command(now, cmd) {
             Ok(id) => {
-                self.pending.insert(id, (reply, request));
+                self.pending.insert(id, PendingCall::new(reply, request, now));
             }
             Err(e) => {
                 let _ = reply.send(ControlResponse::error(e.to_string()));

@@ -21,11 +21,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow, bail};
 use rand::RngExt;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, info_span, warn};
 
 use super::config::{LocalSettings, NodePaths};
-use super::control::{self, ControlCall, ControlRequest, ControlResponse};
+use super::control::{self, ControlCall};
 use super::db::{HostCacheEntry, NodeDb, RecordRow};
 use super::link::{self, Link, LinkEvent, LinkKind, LinkSecurity};
 use super::metrics::{self, Snapshot};
@@ -181,7 +181,7 @@ pub(super) struct Node {
     pub(super) links: HashMap<LinkId, LinkEntry>,
     next_link_id: u64,
     /// Operator requests waiting for the overlay.
-    pub(super) pending: BTreeMap<RequestId, (oneshot::Sender<ControlResponse>, ControlRequest)>,
+    pub(super) pending: BTreeMap<RequestId, super::lookups::PendingCall>,
     saved_store_version: Option<u64>,
     pub(super) queue_drops: u64,
     inbound_tx: mpsc::Sender<(LinkId, LinkEvent)>,
@@ -474,11 +474,7 @@ impl Node {
             }
             PeerEvent::Joined => self.persist(false),
             PeerEvent::Rejoining | PeerEvent::Left | PeerEvent::JoinFailed { .. } => {}
-            PeerEvent::Completed { id, outcome } => {
-                if let Some((reply, req)) = self.pending.remove(&id) {
-                    let _ = reply.send(super::ops::control_answer(&req, outcome));
-                }
-            }
+            PeerEvent::Completed { id, outcome } => self.on_completed(id, outcome),
             PeerEvent::Sip(ev) => self.on_sip_event(ev),
         }
     }
