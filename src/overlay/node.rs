@@ -126,6 +126,8 @@ pub struct OverlayNode {
     /// The storage_time of our last Store: the next is later even if the
     /// wall clock is not (same millisecond, or stepped back).
     pub(super) last_storage_time: u64,
+    /// Where the next anti-entropy round resumes among replica copies.
+    pub(super) hand_back_cursor: Option<ResourceId>,
     pub(super) pending: BTreeMap<u64, Pending>,
     /// `pending`'s deadlines in time order, so the next one is found
     /// without a scan (thousands of requests can be in flight under load).
@@ -200,6 +202,7 @@ impl OverlayNode {
             candidates_seen: BTreeMap::new(),
             store,
             last_storage_time: 0,
+            hand_back_cursor: None,
             pending: BTreeMap::new(),
             pending_deadlines: BTreeSet::new(),
             answered: BTreeMap::new(),
