@@ -132,7 +132,7 @@ pub(super) async fn start_sip(
         ec.realm = r.clone();
     }
     let mut edge = SipEdge::new(ec)?;
-    edge.retire_nonces_before(wall_now().as_millis());
+    edge.retire_nonces_before(wall_now());
     edge.set_users(db.sip_users()?);
     info!(listening = ?listening, %domain, "SIP edge up");
     let sockets = SipSockets { udp, flows: HashMap::new(), nodes: HashMap::new(), inputs_tx, listening, tls_failures };

@@ -227,12 +227,6 @@ impl Peer {
         wall.saturating_add(now.saturating_duration_since(at))
     }
 
-    /// The SIP edge (and the usage feeding it) still take wall time as
-    /// u64 milliseconds; converted here, at that boundary.
-    fn sip_wall_ms(&self, now: Instant) -> u64 {
-        self.wall(now).as_millis()
-    }
-
     /// Re-anchors wall time (the runtime calls this every second so a
     /// stepped system clock is followed).
     pub fn set_wall_clock(&mut self, now: Instant, wall: WallTime) {
@@ -287,7 +281,7 @@ impl Peer {
         if self.overlay.poll_timeout().is_some_and(|(t, _)| t <= now) {
             self.overlay.handle_timeout(now);
         }
-        let wall = self.sip_wall_ms(now);
+        let wall = self.wall(now);
         if let Some((edge, _)) = self.sip.as_mut()
             && edge.poll_timeout().is_some_and(|t| t <= now)
         {
@@ -357,7 +351,7 @@ impl Peer {
 
     /// A SIP message from a phone.
     pub fn handle_sip_local(&mut self, now: Instant, bytes: &[u8], from: TransportAddr) {
-        let wall = self.sip_wall_ms(now);
+        let wall = self.wall(now);
         if let Some((edge, _)) = self.sip.as_mut() {
             edge.handle_local(now, wall, bytes, from);
             self.process(now);
@@ -366,7 +360,7 @@ impl Peer {
 
     /// A SIP message from another node over its node-to-node connection.
     pub fn handle_sip_node(&mut self, now: Instant, from: NodeId, bytes: &[u8]) {
-        let wall = self.sip_wall_ms(now);
+        let wall = self.wall(now);
         if let Some((edge, _)) = self.sip.as_mut() {
             edge.handle_node(now, wall, node_ref(from), bytes);
             self.process(now);
@@ -375,7 +369,7 @@ impl Peer {
 
     /// A phone's stream connection (flow) closed.
     pub fn handle_sip_flow_closed(&mut self, now: Instant, flow: u64) {
-        let wall = self.sip_wall_ms(now);
+        let wall = self.wall(now);
         if let Some((edge, _)) = self.sip.as_mut() {
             edge.handle_flow_closed(now, wall, flow);
             self.process(now);
@@ -384,7 +378,7 @@ impl Peer {
 
     /// A message for a phone could not be sent.
     pub fn handle_sip_local_unreachable(&mut self, now: Instant, to: TransportAddr) {
-        let wall = self.sip_wall_ms(now);
+        let wall = self.wall(now);
         if let Some((edge, _)) = self.sip.as_mut() {
             edge.handle_local_unreachable(now, wall, to);
             self.process(now);
@@ -407,7 +401,7 @@ impl Peer {
 
     /// A SIP dial to `node` failed.
     pub fn handle_sip_node_failed(&mut self, now: Instant, node: NodeId, why: &str) {
-        let wall = self.sip_wall_ms(now);
+        let wall = self.wall(now);
         if let Some((edge, usage)) = self.sip.as_mut() {
             usage.node_failed(now, wall, node, why, edge);
             self.process(now);
@@ -418,7 +412,7 @@ impl Peer {
 
     /// Runs the machines against each other until neither has more to say.
     fn process(&mut self, now: Instant) {
-        let wall = self.sip_wall_ms(now);
+        let wall = self.wall(now);
         loop {
             let mut progressed = false;
             while let Some(ev) = self.overlay.poll_event() {
@@ -440,7 +434,7 @@ impl Peer {
         }
     }
 
-    fn on_overlay_event(&mut self, now: Instant, wall: u64, ev: Event) {
+    fn on_overlay_event(&mut self, now: Instant, wall: WallTime, ev: Event) {
         match ev {
             Event::Connect { peer, candidates } => self.connect(now, peer, &candidates),
             Event::Disconnect { peer } => {

@@ -53,7 +53,7 @@ impl Net {
         while let Some(t) = self.edge.poll_timeout().filter(|t| *t <= end) {
             self.wall += (t.max(self.now) - self.now).as_millis() as u64;
             self.now = t.max(self.now);
-            self.edge.handle_timeout(self.now, self.wall);
+            self.edge.handle_timeout(self.now, crate::time::WallTime::from_millis(self.wall));
             self.pump();
         }
         self.wall += (end - self.now).as_millis() as u64;
@@ -64,7 +64,7 @@ impl Net {
 impl PhoneNet for Net {
     fn local(&mut self, node: usize, from: TransportAddr, bytes: &[u8]) {
         assert_eq!(node, 0, "one edge");
-        self.edge.handle_local(self.now, self.wall, bytes, from);
+        self.edge.handle_local(self.now, crate::time::WallTime::from_millis(self.wall), bytes, from);
         self.pump();
     }
 

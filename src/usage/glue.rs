@@ -13,6 +13,7 @@ use super::records::{
 use crate::overlay::{Command, Failure, Outcome, OverlayNode, RequestId};
 use crate::sip::edge::{EdgeOutput, OverlayOpId, OverlayResult, SipEdge};
 use crate::sip::transaction::TransportAddr;
+use crate::time::WallTime;
 use crate::wire::NodeId;
 use crate::wire::attach::APPLICATION_SIP;
 use crate::wire::storage::StoredDataValue;
@@ -77,25 +78,25 @@ impl SipUsage {
     pub fn on_edge_output(
         &mut self,
         now: Instant,
-        wall_ms: u64,
+        wall: WallTime,
         out: EdgeOutput,
         overlay: &mut OverlayNode,
         edge: &mut SipEdge,
     ) {
         match out {
             EdgeOutput::SendLocal { to, bytes } => self.out.push_back(UsageEvent::SendLocal { to, bytes }),
-            EdgeOutput::SendNode { node, bytes } => self.send_node(now, wall_ms, node_id(node), bytes, overlay, edge),
+            EdgeOutput::SendNode { node, bytes } => self.send_node(now, wall, node_id(node), bytes, overlay, edge),
             EdgeOutput::StoreRegistration { op, aor, expires_s } => match registration_value(overlay.node_id()) {
                 Ok(value) => {
-                    if self.store(now, wall_ms, op, &aor, value, expires_s, overlay, edge) {
+                    if self.store(now, wall, op, &aor, value, expires_s, overlay, edge) {
                         self.counters.stores += 1;
                     }
                 }
-                Err(e) => edge.handle_overlay(now, wall_ms, op, OverlayResult::Failed(e.to_string())),
+                Err(e) => edge.handle_overlay(now, wall, op, OverlayResult::Failed(e.to_string())),
             },
             EdgeOutput::RemoveRegistration { op, aor } => {
                 let value = tombstone_value(overlay.node_id());
-                if self.store(now, wall_ms, op, &aor, value, TOMBSTONE_S, overlay, edge) {
+                if self.store(now, wall, op, &aor, value, TOMBSTONE_S, overlay, edge) {
                     self.counters.removals += 1;
                 }
             }
@@ -104,7 +105,7 @@ impl SipUsage {
                     self.counters.fetches += 1;
                     self.pending.insert(id, UsageOp::Fetch(op));
                 }
-                Err(e) => edge.handle_overlay(now, wall_ms, op, OverlayResult::Failed(e.to_string())),
+                Err(e) => edge.handle_overlay(now, wall, op, OverlayResult::Failed(e.to_string())),
             },
         }
     }
@@ -114,37 +115,33 @@ impl SipUsage {
     pub fn on_completed(
         &mut self,
         now: Instant,
-        wall_ms: u64,
+        wall: WallTime,
         id: RequestId,
         outcome: Outcome,
         edge: &mut SipEdge,
     ) -> Option<Outcome> {
         let Some(op) = self.pending.remove(&id) else { return Some(outcome) };
         match (op, outcome) {
-            (UsageOp::Store(op), Outcome::Stored { .. }) => {
-                edge.handle_overlay(now, wall_ms, op, OverlayResult::Stored)
-            }
+            (UsageOp::Store(op), Outcome::Stored { .. }) => edge.handle_overlay(now, wall, op, OverlayResult::Stored),
             (UsageOp::Fetch(op), Outcome::Fetched { values }) => {
-                edge.handle_overlay(now, wall_ms, op, OverlayResult::Located(serving_nodes(&values)));
+                edge.handle_overlay(now, wall, op, OverlayResult::Located(serving_nodes(&values)));
             }
             (UsageOp::Attach(node), Outcome::AppAttached { peer, candidates, .. }) => {
                 match sip_candidate(&candidates) {
                     Some(addr) if peer == node => self.out.push_back(UsageEvent::DialNode { node, addr }),
-                    _ => self.node_failed(now, wall_ms, node, "no usable SIP candidate in the AppAttach answer", edge),
+                    _ => self.node_failed(now, wall, node, "no usable SIP candidate in the AppAttach answer", edge),
                 }
             }
-            (UsageOp::Attach(node), Outcome::Failed(f)) => {
-                self.node_failed(now, wall_ms, node, &failure_text(&f), edge)
-            }
+            (UsageOp::Attach(node), Outcome::Failed(f)) => self.node_failed(now, wall, node, &failure_text(&f), edge),
             (UsageOp::Store(op) | UsageOp::Fetch(op), Outcome::Failed(f)) => {
-                edge.handle_overlay(now, wall_ms, op, OverlayResult::Failed(failure_text(&f)));
+                edge.handle_overlay(now, wall, op, OverlayResult::Failed(failure_text(&f)));
             }
             (UsageOp::Store(op) | UsageOp::Fetch(op), other) => {
                 let why = format!("unexpected outcome {other:?}");
-                edge.handle_overlay(now, wall_ms, op, OverlayResult::Failed(why));
+                edge.handle_overlay(now, wall, op, OverlayResult::Failed(why));
             }
             (UsageOp::Attach(node), other) => {
-                self.node_failed(now, wall_ms, node, &format!("unexpected outcome {other:?}"), edge);
+                self.node_failed(now, wall, node, &format!("unexpected outcome {other:?}"), edge);
             }
         }
         None
@@ -165,11 +162,11 @@ impl SipUsage {
     }
 
     /// `node` could not be reached for SIP: what waited for it fails.
-    pub fn node_failed(&mut self, now: Instant, wall_ms: u64, node: NodeId, why: &str, edge: &mut SipEdge) {
+    pub fn node_failed(&mut self, now: Instant, wall: WallTime, node: NodeId, why: &str, edge: &mut SipEdge) {
         warn!(%node, reason = why, "cannot reach the node for SIP");
         self.connected.remove(&node);
         self.waiting.remove(&node);
-        edge.handle_node_unreachable(now, wall_ms, node_ref(node));
+        edge.handle_node_unreachable(now, wall, node_ref(node));
     }
 
     pub fn poll_event(&mut self) -> Option<UsageEvent> {
@@ -189,7 +186,7 @@ impl SipUsage {
     fn send_node(
         &mut self,
         now: Instant,
-        wall_ms: u64,
+        wall: WallTime,
         node: NodeId,
         bytes: Vec<u8>,
         overlay: &mut OverlayNode,
@@ -212,7 +209,7 @@ impl SipUsage {
                     self.counters.app_attaches += 1;
                     self.pending.insert(id, UsageOp::Attach(node));
                 }
-                Err(e) => self.node_failed(now, wall_ms, node, &e.to_string(), edge),
+                Err(e) => self.node_failed(now, wall, node, &e.to_string(), edge),
             }
         }
     }
@@ -222,7 +219,7 @@ impl SipUsage {
     fn store(
         &mut self,
         now: Instant,
-        wall_ms: u64,
+        wall: WallTime,
         op: OverlayOpId,
         aor: &str,
         value: StoredDataValue,
@@ -236,7 +233,7 @@ impl SipUsage {
                 true
             }
             Err(e) => {
-                edge.handle_overlay(now, wall_ms, op, OverlayResult::Failed(e.to_string()));
+                edge.handle_overlay(now, wall, op, OverlayResult::Failed(e.to_string()));
                 false
             }
         }

@@ -32,6 +32,7 @@
 mod malformed;
 mod shared;
 
+use crate::time::WallTime;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -237,11 +238,11 @@ impl SipEdge {
         self.registrar.remove_user(aor)
     }
 
-    /// Makes every digest nonce issued before `wall_ms` stale; call once at
+    /// Makes every digest nonce issued before `wall` stale; call once at
     /// start-up (nonce counts are not persisted, see
     /// [`NonceKeeper`](super::digest::NonceKeeper)).
-    pub fn retire_nonces_before(&mut self, wall_ms: u64) {
-        self.registrar.retire_nonces_before(wall_ms);
+    pub fn retire_nonces_before(&mut self, wall: WallTime) {
+        self.registrar.retire_nonces_before(wall.as_millis());
     }
 
     /// The bindings of `aor` (`user@host`).
@@ -270,7 +271,7 @@ impl SipEdge {
     }
 
     /// A datagram or deframed stream message from a phone.
-    pub fn handle_local(&mut self, now: Instant, wall_ms: u64, bytes: &[u8], from: TransportAddr) {
+    pub fn handle_local(&mut self, now: Instant, wall: WallTime, bytes: &[u8], from: TransportAddr) {
         match SipMessage::parse(bytes) {
             // Keep-alive CRLFs that reached us (RFC 5626 §3.5.1).
             Err(ParseError::Empty) => {}
@@ -280,7 +281,7 @@ impl SipEdge {
                 if let Err(e) = msg.stamp_received(from.addr) {
                     debug!(error = %e, "cannot stamp received");
                 }
-                self.on_request(now, wall_ms, msg, Source::Local(from));
+                self.on_request(now, wall.as_millis(), msg, Source::Local(from));
             }
             Ok(msg) => self.on_response(now, msg, Source::Local(from)),
         }
@@ -289,19 +290,19 @@ impl SipEdge {
 
     /// A message from another node over the inter-node SIP connection
     /// (authenticated by node certificates: requests are trusted).
-    pub fn handle_node(&mut self, now: Instant, wall_ms: u64, from: NodeRef, bytes: &[u8]) {
+    pub fn handle_node(&mut self, now: Instant, wall: WallTime, from: NodeRef, bytes: &[u8]) {
         match SipMessage::parse(bytes) {
             Err(ParseError::Empty) => {}
             Err(e) => self.core.malformed(bytes, &e, Source::Node(from)),
-            Ok(msg) if msg.is_request() => self.on_request(now, wall_ms, msg, Source::Node(from)),
+            Ok(msg) if msg.is_request() => self.on_request(now, wall.as_millis(), msg, Source::Node(from)),
             Ok(msg) => self.on_response(now, msg, Source::Node(from)),
         }
         self.settle(now);
     }
 
     /// The answer to an overlay operation this edge asked for.
-    pub fn handle_overlay(&mut self, now: Instant, wall_ms: u64, op: OverlayOpId, result: OverlayResult) {
-        let _ = wall_ms;
+    pub fn handle_overlay(&mut self, now: Instant, wall: WallTime, op: OverlayOpId, result: OverlayResult) {
+        let _ = wall;
         if self.registrar.owns(op) {
             self.registrar.handle_overlay(&mut self.core, now, op, result);
         } else if self.proxy.owns(op) {
@@ -315,30 +316,30 @@ impl SipEdge {
 
     /// The runtime could not reach `node` (AppAttach or send failed): its
     /// branches fail as if it answered 503 (RFC 7904 §4 then yields 480).
-    pub fn handle_node_unreachable(&mut self, now: Instant, wall_ms: u64, node: NodeRef) {
-        let _ = wall_ms;
+    pub fn handle_node_unreachable(&mut self, now: Instant, wall: WallTime, node: NodeRef) {
+        let _ = wall;
         self.proxy.fail_branches(&mut self.core, |t| *t == Target::Node(node));
         self.settle(now);
     }
 
     /// The runtime could not send to a phone (e.g. its stream flow is gone).
-    pub fn handle_local_unreachable(&mut self, now: Instant, wall_ms: u64, to: TransportAddr) {
-        let _ = wall_ms;
+    pub fn handle_local_unreachable(&mut self, now: Instant, wall: WallTime, to: TransportAddr) {
+        let _ = wall;
         self.proxy.fail_branches(&mut self.core, |t| matches!(t, Target::Local { to: a, .. } if *a == to));
         self.settle(now);
     }
 
     /// A phone's stream connection closed (RFC 5626 §5.2): bindings that
     /// use it are removed.
-    pub fn handle_flow_closed(&mut self, now: Instant, wall_ms: u64, flow: u64) {
-        let _ = wall_ms;
+    pub fn handle_flow_closed(&mut self, now: Instant, wall: WallTime, flow: u64) {
+        let _ = wall;
         self.registrar.flow_closed(&mut self.core, now, flow);
         self.settle(now);
     }
 
     /// Fires due timers.
-    pub fn handle_timeout(&mut self, now: Instant, wall_ms: u64) {
-        let _ = wall_ms;
+    pub fn handle_timeout(&mut self, now: Instant, wall: WallTime) {
+        let _ = wall;
         self.core.tl.handle_timeout(now);
         self.registrar.handle_timeout(&mut self.core, now);
         self.proxy.handle_timeout(&mut self.core, now);

@@ -87,7 +87,12 @@ impl World {
                     idle = false;
                     assert_eq!(t.to, self.edge_addr, "a phone sends everything to its next hop");
                     self.sent.push((self.now - self.start, i, SipMessage::parse(&t.payload).unwrap()));
-                    self.edge.handle_local(self.now, self.wall, &t.payload, self.addrs[i]);
+                    self.edge.handle_local(
+                        self.now,
+                        crate::time::WallTime::from_millis(self.wall),
+                        &t.payload,
+                        self.addrs[i],
+                    );
                 }
                 while let Some(ev) = self.uas[i].poll_event() {
                     self.events[i].push((self.now - self.start, ev));
@@ -112,14 +117,19 @@ impl World {
             }
             EdgeOutput::StoreRegistration { op, aor, .. } => {
                 self.overlay.insert(aor, true);
-                self.edge.handle_overlay(now, wall, op, OverlayResult::Stored);
+                self.edge.handle_overlay(now, crate::time::WallTime::from_millis(wall), op, OverlayResult::Stored);
             }
             EdgeOutput::RemoveRegistration { op, aor } => {
                 self.overlay.insert(aor, false);
-                self.edge.handle_overlay(now, wall, op, OverlayResult::Stored);
+                self.edge.handle_overlay(now, crate::time::WallTime::from_millis(wall), op, OverlayResult::Stored);
             }
             EdgeOutput::FetchRegistration { op, .. } => {
-                self.edge.handle_overlay(now, wall, op, OverlayResult::Located(Vec::new()));
+                self.edge.handle_overlay(
+                    now,
+                    crate::time::WallTime::from_millis(wall),
+                    op,
+                    OverlayResult::Located(Vec::new()),
+                );
             }
             EdgeOutput::SendNode { .. } => panic!("one edge: nothing goes to another node"),
         }
@@ -135,7 +145,7 @@ impl World {
                 self.wall += (t - self.now).as_millis() as u64;
                 self.now = t;
             }
-            self.edge.handle_timeout(self.now, self.wall);
+            self.edge.handle_timeout(self.now, crate::time::WallTime::from_millis(self.wall));
             for ua in &mut self.uas {
                 ua.handle_timeout(self.now);
             }
