@@ -46,6 +46,12 @@ struct Resend {
 }
 
 impl Resend {
+    /// A 2xx to resend on Timer G until the ACK, giving up after 64·T1
+    /// (RFC 3261 §13.3.1.4); over a reliable transport it is sent once.
+    fn for_2xx(bytes: Bytes, now: Instant, t1: Duration, reliable: bool, cseq: u32) -> Resend {
+        Resend { bytes, next: (!reliable).then_some(now + t1), interval: t1, give_up: now + 64 * t1, cseq }
+    }
+
     fn due(&self) -> Instant {
         self.next.map_or(self.give_up, |n| n.min(self.give_up))
     }
@@ -127,13 +133,7 @@ impl UserAgent {
         let bytes = Bytes::from(resp.to_bytes());
         self.tl.respond(now, tx, resp).map_err(|e| UaError::Transaction(e.to_string()))?;
         let reliable = self.calls.get(&call).is_some_and(|c| c.reply_to.transport.is_reliable());
-        let resend = Resend {
-            bytes,
-            next: (!reliable).then_some(now + t1),
-            interval: t1,
-            give_up: now + 64 * t1,
-            cseq: req.cseq().seq,
-        };
+        let resend = Resend::for_2xx(bytes, now, t1, reliable, req.cseq().seq);
         self.schedule(resend.due(), Timer::Resend2xx(call));
         if let Some(c) = self.calls.get_mut(&call) {
             c.resend = Some(resend);
@@ -456,13 +456,7 @@ impl UserAgent {
         let Some(resp) = self.ok_response(id, req) else { return };
         let bytes = Bytes::from(resp.to_bytes());
         self.respond(now, tx, resp);
-        let resend = Resend {
-            bytes,
-            next: (!reliable).then_some(now + t1),
-            interval: t1,
-            give_up: now + 64 * t1,
-            cseq: req.cseq().seq,
-        };
+        let resend = Resend::for_2xx(bytes, now, t1, reliable, req.cseq().seq);
         self.schedule(resend.due(), Timer::Resend2xx(id));
         if let Some(c) = self.calls.get_mut(&id) {
             c.resend = Some(resend);
